@@ -1,0 +1,74 @@
+"""The one place where errors become HTTP statuses and FHIR OperationOutcomes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from core.errors import BulkheadError, Issue
+from core.fhirjson import dumps
+
+log = logging.getLogger(__name__)
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+
+_HTTP_CODES = {
+    400: "invalid",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    413: "too-costly",
+    415: "not-supported",
+    429: "throttled",
+}
+
+
+def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
+    """Build an OperationOutcome resource from issues."""
+    out = []
+    for issue in issues:
+        item: dict[str, Any] = {
+            "severity": issue.severity,
+            "code": issue.code,
+            "diagnostics": issue.diagnostics,
+        }
+        if issue.expression:
+            item["expression"] = list(issue.expression)
+        out.append(item)
+    return {"resourceType": "OperationOutcome", "issue": out}
+
+
+def outcome_response(status: int, issues: list[Issue], headers: dict[str, str] | None = None) -> Response:
+    """Return a response whose body is an OperationOutcome."""
+    return Response(dumps(operation_outcome(issues)), status=status, headers=headers, content_type=FHIR_JSON)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Turn every error into an OperationOutcome: ours, HTTP ones, and unexpected ones."""
+
+    @app.errorhandler(BulkheadError)
+    def _ours(exc: BulkheadError) -> Response:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        if exc.status >= 500:
+            log.warning("request failed: %s", exc.message)
+        return outcome_response(exc.status, exc.issues, headers)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        headers = {}
+        if status == 405 and exc.response is None:
+            valid = getattr(exc, "valid_methods", None)
+            if valid:
+                headers["Allow"] = ", ".join(valid)
+        issue = Issue(exc.description or exc.name, code=_HTTP_CODES.get(status, "processing"))
+        return outcome_response(status, [issue], headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return outcome_response(
+            500, [Issue("An internal error occurred; it has been logged", code="exception")]
+        )

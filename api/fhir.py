@@ -1,0 +1,158 @@
+"""The FHIR REST blueprint: read, vread, create, update, delete and history, in one partition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from api import service
+from api.http import base_url, fhir_response, if_match_version, json_body, resource_response, version_headers
+from core.errors import InvalidRequest
+from core.fhirdates import format_instant, parse_instant
+from storage import Database, StoredVersion
+
+bp = Blueprint("fhir", __name__)
+RTYPE = "<rtype:rtype>"
+
+
+def db() -> Database:
+    """Return the application's database."""
+    database: Database = current_app.extensions["bulkhead.db"]
+    return database
+
+
+def page_size() -> int:
+    """Return the _count of this request, bounded by the settings."""
+    settings = current_app.config["BULKHEAD_SETTINGS"]
+    raw = request.args.get("_count")
+    if raw is None:
+        return int(settings.default_page_size)
+    if not raw.isdigit():
+        raise InvalidRequest(f"_count must be a non-negative integer, not {raw!r}")
+    return min(int(raw), int(settings.max_page_size))
+
+
+@bp.post(f"/{RTYPE}")
+def create(partition: str, rtype: str) -> Response:
+    """Create a resource; honour If-None-Exist."""
+    raw, resource = json_body()
+    condition = request.headers.get("If-None-Exist")
+    if condition is not None:
+        from api.conditional import conditional_create
+
+        return conditional_create(partition, rtype, raw, resource, condition)
+    result = service.create(db(), partition, rtype, raw, resource)
+    return resource_response(result.stored, 201, partition, location=True)
+
+
+@bp.get(f"/{RTYPE}/<rid>")
+def read(partition: str, rtype: str, rid: str) -> Response:
+    """Return the current version of a resource."""
+    stored = service.read(db(), partition, rtype, rid)
+    assert stored.raw is not None
+    return fhir_response(stored.raw, 200, version_headers(stored))
+
+
+@bp.get(f"/{RTYPE}/<rid>/_history/<vid>")
+def vread(partition: str, rtype: str, rid: str, vid: str) -> Response:
+    """Return one version of a resource."""
+    stored = service.vread(db(), partition, rtype, rid, vid)
+    assert stored.raw is not None
+    return fhir_response(stored.raw, 200, version_headers(stored))
+
+
+@bp.put(f"/{RTYPE}/<rid>")
+def update(partition: str, rtype: str, rid: str) -> Response:
+    """Update a resource, or create it with the client's id."""
+    raw, resource = json_body()
+    result = service.update(db(), partition, rtype, rid, raw, resource, if_match=if_match_version())
+    return resource_response(
+        result.stored, 201 if result.created else 200, partition, location=result.created
+    )
+
+
+@bp.delete(f"/{RTYPE}/<rid>")
+def delete(partition: str, rtype: str, rid: str) -> Response:
+    """Delete a resource (a soft delete: history stays)."""
+    service.delete(db(), partition, rtype, rid, if_match=if_match_version())
+    return Response(b"", status=204)
+
+
+def _history_bundle(
+    partition: str, versions: list[StoredVersion], total: int, count: int, offset: int
+) -> Any:
+    base = base_url(partition)
+    entries: list[dict[str, Any]] = []
+    for v in versions:
+        url = f"{v.resource_type}/{v.resource_id}"
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
+        if v.deleted:
+            entry["request"] = {"method": "DELETE", "url": url}
+            entry["response"] = {
+                "status": "204 No Content",
+                "etag": f'W/"{v.version}"',
+                "lastModified": format_instant(v.last_updated),
+            }
+        else:
+            entry["resource"] = "__RAW__"
+            method = "POST" if v.version == 1 else "PUT"
+            entry["request"] = {"method": method, "url": url if method == "PUT" else v.resource_type}
+            entry["response"] = {
+                "status": "201 Created" if v.version == 1 else "200 OK",
+                "etag": f'W/"{v.version}"',
+                "lastModified": format_instant(v.last_updated),
+            }
+        entries.append(entry)
+    self_url = request.url
+    links = [{"relation": "self", "url": self_url}]
+    if offset + count < total:
+        args = request.args.to_dict(flat=True)
+        args.update({"_count": str(count), "_offset": str(offset + count)})
+        query = "&".join(f"{k}={v}" for k, v in args.items())
+        links.append({"relation": "next", "url": f"{request.base_url}?{query}"})
+    from api.bundles import render_bundle
+
+    return render_bundle(
+        {"resourceType": "Bundle", "type": "history", "total": total, "link": links},
+        entries,
+        [v.raw for v in versions],
+    )
+
+
+def _history(partition: str, rtype: str | None, rid: str | None) -> Response:
+    since = request.args.get("_since")
+    at = request.args.get("_at")
+    offset_raw = request.args.get("_offset", "0")
+    if not offset_raw.isdigit():
+        raise InvalidRequest("_offset must be a non-negative integer")
+    count, offset = page_size(), int(offset_raw)
+    versions, total = service.history(
+        db(),
+        partition,
+        rtype,
+        rid,
+        since=parse_instant(since) if since else None,
+        at=parse_instant(at) if at else None,
+        count=count,
+        offset=offset,
+    )
+    return fhir_response(_history_bundle(partition, versions, total, count, offset))
+
+
+@bp.get(f"/{RTYPE}/<rid>/_history")
+def instance_history(partition: str, rtype: str, rid: str) -> Response:
+    """Return the versions of one resource."""
+    return _history(partition, rtype, rid)
+
+
+@bp.get(f"/{RTYPE}/_history")
+def type_history(partition: str, rtype: str) -> Response:
+    """Return the versions of every resource of a type."""
+    return _history(partition, rtype, None)
+
+
+@bp.get("/_history")
+def system_history(partition: str) -> Response:
+    """Return the versions of every resource in the partition."""
+    return _history(partition, None, None)

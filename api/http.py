@@ -1,0 +1,98 @@
+"""HTTP helpers shared by the blueprints: bodies, bases, ETags, Prefer and FHIR responses."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC
+from email.utils import format_datetime
+from typing import Any
+
+from flask import Response, current_app, request
+
+from core.errors import InvalidRequest, Issue, PreconditionFailed, UnsupportedMediaType
+from core.fhirjson import dumps, parse_object
+from core.partition import DEFAULT_PARTITION
+from storage import StoredVersion
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+_JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+
+
+def base_url(partition: str) -> str:
+    """Return the absolute FHIR base of ``partition`` as the client sees it."""
+    configured = current_app.config["BULKHEAD_SETTINGS"].public_base_url
+    root = (configured or request.host_url).rstrip("/")
+    if partition == DEFAULT_PARTITION and not request.path.startswith("/partitions/"):
+        return root
+    return f"{root}/partitions/{partition}"
+
+
+def json_body() -> tuple[bytes, dict[str, Any]]:
+    """Return the request body as raw bytes and parsed object, after checking its content type."""
+    mimetype = request.mimetype
+    if mimetype not in _JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {mimetype or '(none)'!r} is not supported; send application/fhir+json"
+        )
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty")
+    return raw, parse_object(raw)
+
+
+def if_match_version() -> int | None:
+    """Return the version an If-Match header asks for, or None."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    m = _ETAG.match(header)
+    if not m:
+        raise PreconditionFailed(f'If-Match {header!r} is not a version ETag such as W/"1"')
+    return int(m.group(1))
+
+
+def prefer_return() -> str:
+    """Return the Prefer: return= choice (representation by default)."""
+    for part in request.headers.get("Prefer", "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "return" and value.strip():
+            return value.strip().strip('"')
+    return "representation"
+
+
+def version_headers(stored: StoredVersion) -> dict[str, str]:
+    """Return ETag and Last-Modified for a version."""
+    return {
+        "ETag": f'W/"{stored.version}"',
+        "Last-Modified": format_datetime(stored.last_updated.astimezone(UTC), usegmt=True),
+    }
+
+
+def fhir_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Return a FHIR JSON response; ``body`` is bytes already serialised or a value to serialise."""
+    data = body if isinstance(body, bytes) else dumps(body)
+    return Response(data, status=status, headers=headers, content_type=FHIR_JSON)
+
+
+def resource_response(
+    stored: StoredVersion, status: int, partition: str, *, location: bool = False, outcome: str | None = None
+) -> Response:
+    """Return a stored version honouring Prefer: return=, with ETag, Last-Modified and Location."""
+    headers = version_headers(stored)
+    if location:
+        headers["Location"] = (
+            f"{base_url(partition)}/{stored.resource_type}/{stored.resource_id}/_history/{stored.version}"
+        )
+    choice = prefer_return()
+    if choice == "minimal":
+        return Response(b"", status=status, headers=headers)
+    if choice == "OperationOutcome":
+        from api.errors import operation_outcome
+
+        text = outcome or f"{stored.resource_type}/{stored.resource_id} version {stored.version} stored"
+        return fhir_response(
+            operation_outcome([Issue(text, code="informational", severity="information")]), status, headers
+        )
+    assert stored.raw is not None
+    return fhir_response(stored.raw, status, headers)

@@ -1,0 +1,106 @@
+"""The CapabilityStatement (``GET [base]/metadata``) and the partition list (``GET /partitions``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app
+
+from api.http import base_url, fhir_response
+from core.fhirdates import format_instant
+from core.fhirtypes import FHIR_VERSION, resource_types
+
+bp = Blueprint("metadata", __name__)
+admin_bp = Blueprint("partitions", __name__)
+
+PARTITIONS_EXTENSION = "https://bulkhead.dev/fhir/StructureDefinition/data-partitions"
+INTERACTIONS = [
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
+
+
+def _search_params(rtype: str) -> list[dict[str, Any]]:
+    from api.capabilities import search_params_for
+
+    return search_params_for(rtype)
+
+
+def capability_statement(partition: str) -> dict[str, Any]:
+    """Build the CapabilityStatement of one partition's base."""
+    settings = current_app.config["BULKHEAD_SETTINGS"]
+    resources = []
+    for rtype in sorted(resource_types()):
+        resources.append(
+            {
+                "type": rtype,
+                "interaction": [{"code": code} for code in INTERACTIONS],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalUpdate": False,
+                "conditionalDelete": "not-supported",
+                "searchParam": _search_params(rtype),
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-22",
+        "kind": "instance",
+        "software": {"name": "Bulkhead", "version": "0.1.0"},
+        "implementation": {"description": "Bulkhead multi-tenant FHIR R4 server", "url": base_url(partition)},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "extension": [
+            {
+                "url": PARTITIONS_EXTENSION,
+                "extension": [
+                    {"url": "enabled", "valueBoolean": bool(settings.partitions_enabled)},
+                    {"url": "partition", "valueString": partition},
+                    {"url": "baseTemplate", "valueString": "/partitions/{name}"},
+                ],
+            }
+        ],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            }
+        ],
+    }
+
+
+@bp.get("/metadata")
+def metadata(partition: str) -> Response:
+    """Return the CapabilityStatement."""
+    return fhir_response(capability_statement(partition))
+
+
+@admin_bp.get("/partitions")
+def list_partitions() -> Response:
+    """List every partition with its creation time and live resource count."""
+    items = current_app.extensions["bulkhead.db"].partitions()
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "partition",
+                "part": [
+                    {"name": "name", "valueString": p.name},
+                    {"name": "created", "valueInstant": format_instant(p.created_at)},
+                    {"name": "resourceCount", "valueInteger": p.resource_count},
+                ],
+            }
+            for p in items
+        ],
+    }
+    return fhir_response(body)

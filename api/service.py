@@ -1,0 +1,170 @@
+"""FHIR interactions as service functions: no HTTP here, the partition is always an argument."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed
+from core.fhirjson import dump_with
+from core.fhirtypes import require_type
+from core.validation import validate_id, validate_resource
+from storage import Database, StoredVersion, UnitOfWork
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write stored, and whether it created the resource."""
+
+    stored: StoredVersion
+    created: bool
+
+
+def _render(raw: bytes, resource: dict[str, Any], rid: str):  # type: ignore[no-untyped-def]
+    def render(version: int, when: datetime) -> tuple[bytes, dict[str, Any]]:
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        data = dump_with(raw, resource, id=rid, meta=meta)
+        return data, {**resource, "id": rid, "meta": meta}
+
+    return render
+
+
+def create_in(uow: UnitOfWork, rtype: str, raw: bytes, resource: dict[str, Any]) -> WriteResult:
+    """Create a resource with a server-assigned id inside an open unit of work."""
+    validate_resource(resource, rtype)
+    rid = str(uuid.uuid4())
+    stored = uow.resources.write(rtype, rid, _render(raw, resource, rid), previous=None)
+    return WriteResult(stored, True)
+
+
+def update_in(
+    uow: UnitOfWork,
+    rtype: str,
+    rid: str,
+    raw: bytes,
+    resource: dict[str, Any],
+    *,
+    if_match: int | None = None,
+) -> WriteResult:
+    """Update (or create with the client's id) a resource inside an open unit of work."""
+    validate_id(rid)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise InvalidRequest(
+            "An update must carry the resource id in the body",
+        )
+    if body_id != rid:
+        raise InvalidRequest(f"The body's id {body_id!r} does not match the URL's id {rid!r}")
+    validate_resource(resource, rtype)
+    previous = uow.resources.current(rtype, rid, lock=True)
+    current_version = previous.version if previous is not None and not previous.deleted else None
+    if if_match is not None and if_match != current_version:
+        raise PreconditionFailed(
+            f"If-Match asked for version {if_match} but the current version is {current_version or 'none'}"
+        )
+    stored = uow.resources.write(rtype, rid, _render(raw, resource, rid), previous=previous)
+    return WriteResult(stored, previous is None or previous.deleted)
+
+
+def delete_in(uow: UnitOfWork, rtype: str, rid: str, *, if_match: int | None = None) -> StoredVersion | None:
+    """Delete a resource (a new, deleted version); return None if there was nothing to delete."""
+    validate_id(rid)
+    previous = uow.resources.current(rtype, rid, lock=True)
+    if if_match is not None and (previous is None or previous.deleted or previous.version != if_match):
+        raise PreconditionFailed(f"If-Match asked for version {if_match}, which is not current")
+    if previous is None or previous.deleted:
+        return None
+    return uow.resources.write(rtype, rid, lambda _v, _t: None, previous=previous)
+
+
+def create(db: Database, partition: str, rtype: str, raw: bytes, resource: dict[str, Any]) -> WriteResult:
+    """Create a resource with a server-assigned id."""
+    require_type(rtype)
+    with db.unit_of_work(partition) as uow:
+        result = create_in(uow, rtype, raw, resource)
+        uow.commit()
+    return result
+
+
+def update(
+    db: Database,
+    partition: str,
+    rtype: str,
+    rid: str,
+    raw: bytes,
+    resource: dict[str, Any],
+    *,
+    if_match: int | None = None,
+) -> WriteResult:
+    """Update a resource, or create it with the client's id."""
+    require_type(rtype)
+    with db.unit_of_work(partition) as uow:
+        result = update_in(uow, rtype, rid, raw, resource, if_match=if_match)
+        uow.commit()
+    return result
+
+
+def delete(db: Database, partition: str, rtype: str, rid: str, *, if_match: int | None = None) -> None:
+    """Delete a resource; deleting what does not exist succeeds quietly."""
+    require_type(rtype)
+    with db.unit_of_work(partition) as uow:
+        delete_in(uow, rtype, rid, if_match=if_match)
+        uow.commit()
+
+
+def read(db: Database, partition: str, rtype: str, rid: str) -> StoredVersion:
+    """Return the current version, or raise NotFound / Gone."""
+    require_type(rtype)
+    validate_id(rid)
+    with db.unit_of_work(partition) as uow:
+        stored = uow.resources.current(rtype, rid)
+    if stored is None:
+        raise NotFound(f"{rtype}/{rid} is not known")
+    if stored.deleted:
+        raise Gone(f"{rtype}/{rid} was deleted")
+    return stored
+
+
+def vread(db: Database, partition: str, rtype: str, rid: str, version: str) -> StoredVersion:
+    """Return one version, or raise NotFound / Gone."""
+    require_type(rtype)
+    validate_id(rid)
+    if not version.isdigit():
+        raise NotFound(f"{rtype}/{rid} has no version {version!r}")
+    with db.unit_of_work(partition) as uow:
+        stored = uow.resources.version(rtype, rid, int(version))
+    if stored is None:
+        raise NotFound(f"{rtype}/{rid} has no version {version}")
+    if stored.deleted:
+        raise Gone(f"{rtype}/{rid} version {version} is a deletion")
+    return stored
+
+
+def history(
+    db: Database,
+    partition: str,
+    rtype: str | None,
+    rid: str | None,
+    *,
+    since: datetime | None,
+    at: datetime | None,
+    count: int,
+    offset: int,
+) -> tuple[list[StoredVersion], int]:
+    """Return versions newest first, for an instance, a type or the whole partition."""
+    if rtype is not None:
+        require_type(rtype)
+    if rid is not None:
+        validate_id(rid)
+    with db.unit_of_work(partition) as uow:
+        versions, total = uow.resources.history(rtype, rid, since=since, at=at, count=count, offset=offset)
+    if rid is not None and total == 0:
+        raise NotFound(f"{rtype}/{rid} is not known")
+    return versions, total
+
+
+__all__ = ["Conflict", "WriteResult", "create", "delete", "history", "read", "update", "vread"]

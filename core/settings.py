@@ -1,0 +1,74 @@
+"""Settings: one frozen dataclass, read once from ``BULKHEAD_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Bulkhead can be configured with; see the README for each variable."""
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    broker_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "bulkhead"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    s3_prefix: str = "bulkhead"
+    data_dir: Path = Path(".bulkhead")
+    public_base_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    partitions_enabled: bool = True
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_transaction_entries: int = 1000
+    default_page_size: int = 20
+    max_page_size: int = 1000
+    api_workers: int = 2
+    worker_processes: int = 1
+    worker_threads: int = 4
+    export_file_max_bytes: int = 256 * 1024 * 1024
+    export_chunk_bytes: int = 64 * 1024 * 1024
+    export_max_concurrent_per_partition: int = 4
+    job_window_per_job: int = 4
+    job_window_per_partition: int = 8
+    job_heartbeat_seconds: float = 5.0
+    job_stale_seconds: float = 60.0
+    job_max_attempts: int = 5
+    job_expiry_hours: int = 24
+    presigned_urls: bool = False
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``BULKHEAD_*`` variables, then apply ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"BULKHEAD_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            if kind == "bool":
+                values[f.name] = _bool(raw)
+            elif kind == "int":
+                values[f.name] = int(raw)
+            elif kind == "float":
+                values[f.name] = float(raw)
+            elif kind == "Path":
+                values[f.name] = Path(raw)
+            else:
+                values[f.name] = raw
+        return replace(cls(**values), **overrides)

@@ -1,0 +1,9 @@
+"""Storage: PostgreSQL (SQLAlchemy 2 + psycopg 3), migrations, search indexes and object storage."""
+
+from __future__ import annotations
+
+from storage.database import Database
+from storage.repository import PartitionInfo, ResourceRepository, StoredVersion
+from storage.uow import UnitOfWork
+
+__all__ = ["Database", "PartitionInfo", "ResourceRepository", "StoredVersion", "UnitOfWork"]

@@ -1,0 +1,67 @@
+"""The unit of work: one transaction, scoped to one partition."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from core.errors import Conflict, ServiceUnavailable
+from storage.repository import ResourceRepository
+
+
+class UnitOfWork:
+    """Own one database transaction in one partition; commit explicitly, roll back otherwise."""
+
+    def __init__(self, engine: Engine, partition: str):
+        self.engine = engine
+        self.partition = partition
+        self._session: Session | None = None
+
+    def __enter__(self) -> UnitOfWork:
+        self._session = Session(self.engine, expire_on_commit=False)
+        self._set_partition()
+        self.resources = ResourceRepository(self._session, self.partition)
+        return self
+
+    def _set_partition(self) -> None:
+        assert self._session is not None
+        self._session.execute(
+            text("SELECT set_config('bulkhead.partition', :p, true)"), {"p": self.partition}
+        )
+
+    @property
+    def session(self) -> Session:
+        """Return the session of this unit of work (storage code only)."""
+        assert self._session is not None, "use the unit of work in a with block"
+        return self._session
+
+    def commit(self) -> None:
+        """Commit the transaction and start a new one in the same partition."""
+        try:
+            self.session.commit()
+        except IntegrityError as exc:
+            self.session.rollback()
+            raise Conflict("A concurrent change conflicted with this one; try again") from exc
+        self._set_partition()
+
+    def rollback(self) -> None:
+        """Throw away everything since the last commit."""
+        self.session.rollback()
+        self._set_partition()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._session is not None
+        try:
+            self._session.rollback()
+        finally:
+            self._session.close()
+            self._session = None
+        if isinstance(exc, IntegrityError):
+            raise Conflict("A concurrent change conflicted with this one; try again") from exc
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            raise ServiceUnavailable("The database connection was lost; try again") from exc

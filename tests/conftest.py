@@ -1,0 +1,63 @@
+"""Fixtures shared by every test: real PostgreSQL, an application, a random partition per test."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api import create_app
+from core.settings import Settings
+from storage import Database
+from tests.support.services import fresh_database, postgres_server
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """Yield the URL of a migrated database of this test run's own."""
+    with postgres_server() as server, fresh_database(server) as url:
+        db = Database(url)
+        db.migrate()
+        db.dispose()
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database(database_url: str) -> Iterator[Database]:
+    """Yield the Database handle of the test run."""
+    db = Database(database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    """Return settings pointing at the test database."""
+    return Settings(database_url=database_url, public_base_url="http://bulkhead.test")
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, database: Database) -> Flask:
+    """Return the application under test."""
+    return create_app(settings, database=database)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """Return a test client of the application."""
+    return app.test_client()
+
+
+@pytest.fixture
+def partition() -> str:
+    """Return a fresh random partition name for this test."""
+    return f"t-{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def other_partition() -> str:
+    """Return a second fresh random partition name (the attacker's or the neighbour's)."""
+    return f"o-{secrets.token_hex(6)}"
