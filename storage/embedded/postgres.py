@@ -12,16 +12,9 @@ from pathlib import Path
 import psycopg
 
 from storage.db import libpq_url
+from storage.embedded.process import free_port
 
 log = logging.getLogger(__name__)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class EmbeddedPostgres:
@@ -29,7 +22,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path, *, port: int | None = None):
         self.data_dir = data_dir.resolve()
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._bin: Path | None = None
 
     def _binaries(self) -> Path:

