@@ -26,6 +26,7 @@ class Settings:
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
     s3_prefix: str = "bulkhead"
+    s3_public_endpoint_url: str | None = None
     data_dir: Path = Path(".bulkhead")
     public_base_url: str | None = None
     host: str = "127.0.0.1"
