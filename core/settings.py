@@ -51,6 +51,27 @@ class Settings:
     presigned_urls: bool = False
     log_level: str = "INFO"
     log_json: bool = False
+    # Security (see README "Authentication"): off unless auth_enabled.
+    auth_enabled: bool = False
+    auth_hs256_secret: str | None = None
+    auth_jwks_file: Path | None = None
+    auth_jwks_url: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_signing_key_file: Path | None = None
+    auth_token_lifetime_seconds: int = 300
+    auth_leeway_seconds: int = 30
+    auth_partitions_claim: str = "partitions"
+    tenant_source: str = "url"
+    tenant_header: str = "X-Tenant-ID"
+    metrics_require_auth: bool = True
+    migration_database_url: str | None = None
+    database_app_role: str = "bulkhead_app"
+    database_app_password: str | None = None
+    audit_enabled: bool = True
+    rate_limit_per_second: float = 0.0
+    rate_limit_burst: int = 0
+    partition_config_ttl_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -68,7 +89,7 @@ class Settings:
                 values[f.name] = int(raw)
             elif kind == "float":
                 values[f.name] = float(raw)
-            elif kind == "Path":
+            elif kind in ("Path", "Path | None"):
                 values[f.name] = Path(raw)
             else:
                 values[f.name] = raw
