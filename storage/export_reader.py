@@ -29,7 +29,6 @@ from sqlalchemy import (
     and_,
     func,
     literal,
-    or_,
     select,
     text,
     union_all,
@@ -195,8 +194,7 @@ def _live_select(
         r.surrogate_id.between(low, high),
         *_window_conditions(r, window),
     ]
-    if restrict_to:
-        conds.append(or_(*(r.surrogate_id.in_(sub) for sub in restrict_to)))
+    conds.extend(r.surrogate_id.in_(sub) for sub in restrict_to)
     return select(r.raw).where(*conds).order_by(r.surrogate_id)
 
 
@@ -335,8 +333,8 @@ def stream_raw(
 ) -> Iterator[tuple[bytes, int]]:
     """Yield the stored JSON of the range's resources as of the snapshot: NDJSON blocks and line counts.
 
-    ``restrict_to`` are selects of surrogate ids (search results, compartment members); a row is kept when it
-    is in any of them. Both parts run in one COPY statement, so they see one database snapshot.
+    ``restrict_to`` are selects of surrogate ids (``_typeFilter`` matches, compartment members); a row is kept
+    when it is in every one of them. Both parts run in one COPY statement, so they see one database snapshot.
     """
     live = _live_select(pid, rtype, low, high, window, restrict_to)
     if restrict_to:
