@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 from dataclasses import replace
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -60,3 +61,47 @@ def serve(port: int | None, host: str | None) -> None:
         pass
     finally:
         supervisor.stop()
+
+
+@main.command("export")
+@click.option("--base", required=True, help="FHIR base URL, e.g. http://127.0.0.1:8080/partitions/p1.")
+@click.option("--type", "types", multiple=True, help="Resource type to export (repeat or comma-join).")
+@click.option("--since", default=None, help="Only resources changed after this FHIR instant.")
+@click.option("--patient", "patients", multiple=True, help="Patient id or reference (Patient-level export).")
+@click.option("--group", default=None, help="Group id (Group-level export).")
+@click.option(
+    "--type-filter", "type_filters", multiple=True, help="A _typeFilter query, e.g. Patient?active=true."
+)
+@click.option("--token", default=None, envvar="BULKHEAD_TOKEN", help="Bearer token (or BULKHEAD_TOKEN).")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory."
+)
+def export_command(
+    base: str,
+    types: tuple[str, ...],
+    since: str | None,
+    patients: tuple[str, ...],
+    group: str | None,
+    type_filters: tuple[str, ...],
+    token: str | None,
+    out: Path,
+) -> None:
+    """Run a bulk export: kick off, show progress, download the files and check their line counts."""
+    from api.export_client import BulkExportClient, ExportFailed, ExportRequest
+
+    request = ExportRequest(
+        base=base,
+        out=out,
+        types=[t for value in types for t in value.split(",") if t],
+        since=since,
+        patients=list(patients),
+        group=group,
+        type_filters=list(type_filters),
+        token=token,
+    )
+    try:
+        manifest = BulkExportClient(request).run()
+    except (ExportFailed, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    total = sum(int(item.get("count") or 0) for item in manifest.get("output", []))
+    click.echo(f"{len(manifest.get('output', []))} files, {total} resources, written to {out}")
