@@ -12,7 +12,15 @@ from flask.testing import FlaskClient
 from api import create_app
 from core.settings import Settings
 from storage import Database
-from tests.support.services import fresh_database, postgres_server
+from storage.objectstore import S3ObjectStore, object_store_from_settings
+from tests.support.services import (
+    S3Settings,
+    fresh_bucket,
+    fresh_database,
+    postgres_server,
+    redis_server,
+    s3_server,
+)
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +69,24 @@ def partition() -> str:
 def other_partition() -> str:
     """Return a second fresh random partition name (the attacker's or the neighbour's)."""
     return f"o-{secrets.token_hex(6)}"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """Yield the URL of a Redis server: BULKHEAD_TEST_REDIS_URL's, or an embedded one for this run."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_settings() -> Iterator[S3Settings]:
+    """Yield the object store of this run: a bucket of its own on BULKHEAD_TEST_S3_ENDPOINT_URL or on a
+    SeaweedFS the suite starts; the bucket is emptied and deleted at the end."""
+    with s3_server() as endpoint, fresh_bucket(endpoint) as s3:
+        yield s3
+
+
+@pytest.fixture(scope="session")
+def object_store(s3_settings: S3Settings) -> S3ObjectStore:
+    """Return the object store of this run."""
+    return object_store_from_settings(s3_settings.apply(Settings()))

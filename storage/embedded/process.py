@@ -72,11 +72,13 @@ class ManagedProcess:
         log_path: Path | None = None,
         stop_signal: signal.Signals = signal.SIGTERM,
         stop_timeout: float = 15.0,
+        kill_log_level: int = logging.WARNING,
     ):
         self.name = name
         self.argv = list(argv)
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
+        self.kill_log_level = kill_log_level
         self._log: IO[bytes] | None = None
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +111,13 @@ class ManagedProcess:
             try:
                 self.popen.wait(deadline)
             except subprocess.TimeoutExpired:
-                log.warning("%s (pid %s) did not stop in %.0f s; killing it", self.name, self.pid, deadline)
+                log.log(
+                    self.kill_log_level,
+                    "%s (pid %s) did not stop in %.0f s; killing it",
+                    self.name,
+                    self.pid,
+                    deadline,
+                )
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.pid, signal.SIGKILL)
                 self.popen.wait()

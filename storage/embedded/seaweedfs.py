@@ -143,8 +143,17 @@ class EmbeddedS3:
             f"-s3.localSocket={tmp / 's3.sock'}",
         ]
         env = {**os.environ, "TMPDIR": str(tmp)}
+        # After serving a large read, the volume server may wait for its 30 s idle timeout before it exits
+        # (the filer and S3 gateway stop within about a second). Its writes are on disk once acknowledged,
+        # so it is killed after a short wait rather than waited for.
         self.process = ManagedProcess(
-            "seaweedfs", argv, env=env, cwd=self.root, log_path=self.root / "weed.log", stop_timeout=20.0
+            "seaweedfs",
+            argv,
+            env=env,
+            cwd=self.root,
+            log_path=self.root / "weed.log",
+            stop_timeout=5.0,
+            kill_log_level=logging.INFO,
         )
         self.endpoint = S3Endpoint(f"http://127.0.0.1:{self.s3_port}", access_key, secret_key)
 
