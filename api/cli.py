@@ -24,13 +24,14 @@ def main() -> None:
 
 @main.command()
 def migrate() -> None:
-    """Apply database migrations to BULKHEAD_DATABASE_URL."""
+    """Apply database migrations as the owner; force row-level security for the application role."""
     settings = Settings.from_env()
     configure_logging(settings)
-    if not settings.database_url:
-        raise click.ClickException("BULKHEAD_DATABASE_URL is not set")
-    db = Database(settings.database_url)
-    db.migrate()
+    url = settings.migration_database_url or settings.database_url
+    if not url:
+        raise click.ClickException("BULKHEAD_MIGRATION_DATABASE_URL or BULKHEAD_DATABASE_URL is not set")
+    db = Database(url)
+    db.migrate(app_role=settings.database_app_role, app_password=settings.database_app_password)
     db.dispose()
     click.echo("migrations applied")
 

@@ -12,6 +12,7 @@ from dataclasses import replace
 from core.settings import Settings
 from storage import Database
 from storage.embedded import EmbeddedPostgres
+from storage.security import role_url
 
 log = logging.getLogger("bulkhead.serve")
 
@@ -30,11 +31,14 @@ class Supervisor:
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         if not settings.database_url:
+            # Embedded: migrate as the owner, then run every process as the restricted application role.
             self.postgres = EmbeddedPostgres(data_dir / "postgres")
-            settings = replace(settings, database_url=self.postgres.start())
+            owner_url = self.postgres.start()
+            app_url = role_url(owner_url, settings.database_app_role, settings.database_app_password)
+            settings = replace(settings, database_url=app_url, migration_database_url=owner_url)
         assert settings.database_url is not None
-        db = Database(settings.database_url)
-        db.migrate()
+        db = Database(settings.migration_database_url or settings.database_url)
+        db.migrate(app_role=settings.database_app_role, app_password=settings.database_app_password)
         db.dispose()
         self.settings = settings
         env = {**os.environ, "BULKHEAD_DATABASE_URL": settings.database_url}

@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from api import create_app
 from core.settings import Settings
 from storage import Database
+from storage.security import role_url
 from storage.objectstore import S3ObjectStore, object_store_from_settings
 from tests.support.services import (
     S3Settings,
@@ -24,13 +25,19 @@ from tests.support.services import (
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """Yield the URL of a migrated database of this test run's own."""
+def owner_database_url() -> Iterator[str]:
+    """Yield the URL of a migrated database of this test run's own, as the role that owns its tables."""
     with postgres_server() as server, fresh_database(server) as url:
         db = Database(url)
         db.migrate()
         db.dispose()
         yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(owner_database_url: str) -> str:
+    """Return the URL the application and workers use: the restricted role, under row-level security."""
+    return role_url(owner_database_url, "bulkhead_app")
 
 
 @pytest.fixture(scope="session")
