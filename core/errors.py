@@ -38,6 +38,13 @@ class InvalidRequest(BulkheadError):
     status = 400
 
 
+class Unauthorized(BulkheadError):
+    """The request carries no valid credentials (a missing, expired or badly signed token)."""
+
+    code = "login"
+    status = 401
+
+
 class Forbidden(BulkheadError):
     """The caller may not do this."""
 
