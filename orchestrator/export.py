@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 KIND = "export"
 #: How long after T a write stamped at or before T may still be without a transaction id (clock skew
 #: between hosts, and the moment between stamping a version and inserting it).
-SNAPSHOT_SETTLE_SECONDS = 1.0
+SNAPSHOT_SETTLE_SECONDS = 0.5
 #: How long to wait for write transactions in progress at the snapshot to end.
 SNAPSHOT_WAIT_SECONDS = 60.0
 #: Upper bound of the last range of a type: rows written later are outside the snapshot anyway.

@@ -130,10 +130,14 @@ def plan_ranges(
     if not types or high <= 0:
         return []
     session = uow.session
-    low_id = session.scalar(select(func.min(ResourceRow.surrogate_id)).where(ResourceRow.partition_id == pid))
-    if low_id is None:
+    low_id, top_id = session.execute(
+        select(func.min(ResourceRow.surrogate_id), func.max(ResourceRow.surrogate_id)).where(
+            ResourceRow.partition_id == pid
+        )
+    ).one()
+    if low_id is None or top_id is None:
         return []
-    width = max(1, (high - low_id + 1) // _BUCKETS + 1)
+    width = max(1, (min(high, top_id) - low_id + 1) // _BUCKETS + 1)
     bucket = ((ResourceRow.surrogate_id - low_id) // width).label("bucket")
     conds = [
         ResourceRow.partition_id == pid,
