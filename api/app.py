@@ -62,6 +62,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.register_blueprint(metadata.admin_bp)
     app.url_value_preprocessor(_check_partition)
     register_error_handlers(app)
+    from api.auth_install import install_security
+
+    install_security(app, settings, database)
 
     @app.after_request
     def _log(response):  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ from core.settings import Settings
 from storage import Database
 from storage.security import role_url
 from storage.objectstore import S3ObjectStore, object_store_from_settings
+from tests.support.auth import AuthKeys
 from tests.support.services import (
     S3Settings,
     fresh_bucket,
@@ -97,3 +98,27 @@ def s3_settings() -> Iterator[S3Settings]:
 def object_store(s3_settings: S3Settings) -> S3ObjectStore:
     """Return the object store of this run."""
     return object_store_from_settings(s3_settings.apply(Settings()))
+
+
+@pytest.fixture(scope="session")
+def auth_keys(tmp_path_factory: pytest.TempPathFactory) -> AuthKeys:
+    """Return this run's token keys: RSA and EC keys in a JWKS file, an HS256 secret, a signing key."""
+    return AuthKeys.create(tmp_path_factory.mktemp("auth"))
+
+
+@pytest.fixture(scope="session")
+def secure_settings(settings: Settings, auth_keys: AuthKeys) -> Settings:
+    """Return the test settings with authentication on (tokens from ``auth_keys``)."""
+    return auth_keys.settings(settings)
+
+
+@pytest.fixture(scope="session")
+def secure_app(secure_settings: Settings, database: Database) -> Flask:
+    """Return an application that requires bearer tokens (the default ``app`` has authentication off)."""
+    return create_app(secure_settings, database=database)
+
+
+@pytest.fixture
+def secure_client(secure_app: Flask) -> FlaskClient:
+    """Return a test client of the application with authentication on."""
+    return secure_app.test_client()

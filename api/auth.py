@@ -1,0 +1,295 @@
+"""Authentication, tenant resolution and authorization of every request.
+
+Two steps:
+
+1. ``TenantMiddleware`` (WSGI, before routing) validates the bearer token and resolves the tenant from the
+   URL (default), the ``X-Tenant-ID`` header or the token, as ``tenant_source`` says. A root-base request
+   whose tenant comes from the header or the token is routed to ``/partitions/<name>``. When two sources
+   name different partitions the request fails with 403.
+2. ``authorize`` (Flask ``before_request``) checks that the token may use the partition, and that its SMART
+   scopes grant what the interaction needs (``api.auth_routes.classify``). Admin endpoints need a token
+   whose partitions claim is ``*``.
+
+Authentication is off unless ``auth_enabled``; the start-up log says which.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from flask import Flask, Response, current_app, g, request
+
+from api.auth_routes import SYSTEM_PATHS, Requirement, classify, split_partition, system_path
+from api.auth_scopes import Permissions, parse_scope
+from api.auth_tokens import TokenValidator
+from core.errors import BulkheadError, Forbidden, InvalidRequest, Unauthorized
+from core.partition import DEFAULT_PARTITION, validate_partition_name
+from core.settings import Settings
+from storage import Database
+
+log = logging.getLogger(__name__)
+
+ENV_PRINCIPAL = "bulkhead.principal"
+ENV_ERROR = "bulkhead.auth_error"
+ENV_TENANT = "bulkhead.tenant"
+TENANT_SOURCES = ("url", "header", "token")
+_JSON = {"application/fhir+json", "application/json", "application/json+fhir"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the client, the partitions its token may use (None: all) and its scopes."""
+
+    subject: str
+    partitions: frozenset[str] | None
+    permissions: Permissions
+    token_id: str | None = None
+
+    @property
+    def admin(self) -> bool:
+        """Return True for a token valid in every partition (``*``)."""
+        return self.partitions is None
+
+    def may_use(self, partition: str) -> bool:
+        """Return True if the token may act in ``partition``."""
+        return self.partitions is None or partition in self.partitions
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any], settings: Settings) -> Principal:
+        """Build a principal from verified token claims."""
+        raw = claims.get(settings.auth_partitions_claim)
+        partitions: frozenset[str] | None
+        if raw == "*" or (isinstance(raw, list) and "*" in raw):
+            partitions = None
+        elif isinstance(raw, str):
+            partitions = frozenset(raw.split())
+        elif isinstance(raw, list):
+            partitions = frozenset(p for p in raw if isinstance(p, str))
+        else:
+            partitions = frozenset()
+        scope = claims.get("scope", claims.get("scp"))
+        subject = claims.get("client_id") or claims.get("azp") or claims.get("sub") or "unknown"
+        jti = claims.get("jti")
+        return cls(
+            str(subject)[:256],
+            partitions,
+            Permissions(parse_scope(scope)),
+            jti if isinstance(jti, str) else None,
+        )
+
+
+def bearer_token(header: str | None) -> str | None:
+    """Return the token of an ``Authorization: Bearer`` header, None when there is no header."""
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Use 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+class TenantMiddleware:
+    """Validate the token and resolve the request's partition before Flask routes it."""
+
+    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]], settings: Settings):
+        if settings.tenant_source not in TENANT_SOURCES:
+            raise ValueError(f"tenant_source must be one of {', '.join(TENANT_SOURCES)}")
+        self.wsgi_app = wsgi_app
+        self.settings = settings
+        self.validator = TokenValidator(settings) if settings.auth_enabled else None
+        header = settings.tenant_header.strip()
+        self.header_key = "HTTP_" + header.upper().replace("-", "_") if header else None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Resolve, then hand over to the application (errors are raised inside it, as OperationOutcomes)."""
+        try:
+            self._resolve(environ)
+        except BulkheadError as exc:
+            environ[ENV_ERROR] = exc
+        return self.wsgi_app(environ, start_response)
+
+    def _principal(self, environ: dict[str, Any]) -> Principal | None:
+        if self.validator is None:
+            return None
+        token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
+        if token is None:
+            return None
+        principal = Principal.from_claims(self.validator.validate(token), self.settings)
+        environ[ENV_PRINCIPAL] = principal
+        return principal
+
+    def _resolve(self, environ: dict[str, Any]) -> None:
+        principal = self._principal(environ)
+        path = environ.get("PATH_INFO") or "/"
+        if system_path(path) is not None or not self.settings.partitions_enabled:
+            return
+        named, _below = split_partition(path)
+        header = environ.get(self.header_key) if self.header_key else None
+        if header is not None:
+            header = header.strip()
+            validate_partition_name(header)
+        if named is not None:
+            if header is not None and header != named:
+                raise Forbidden(f"The URL names partition {named!r} but the tenant header names {header!r}")
+            environ[ENV_TENANT] = named
+            return
+        source = self.settings.tenant_source
+        chosen = DEFAULT_PARTITION
+        if source == "header" and header is not None:
+            chosen = header
+        elif (
+            source == "token"
+            and principal is not None
+            and principal.partitions
+            and len(principal.partitions) == 1
+        ):
+            chosen = next(iter(principal.partitions))
+        if header is not None and header != chosen:
+            raise Forbidden(f"The tenant header names {header!r} but the request resolves to {chosen!r}")
+        environ[ENV_TENANT] = chosen
+        if chosen != DEFAULT_PARTITION:
+            environ["PATH_INFO"] = f"/partitions/{chosen}{path}"
+
+
+def auth_enabled() -> bool:
+    """Return True if this application checks bearer tokens."""
+    return bool(current_app.config["BULKHEAD_SETTINGS"].auth_enabled)
+
+
+def current_principal() -> Principal | None:
+    """Return the caller of this request (None when authentication is off or no token was sent)."""
+    principal: Principal | None = request.environ.get(ENV_PRINCIPAL)
+    return principal
+
+
+def readable_types() -> frozenset[str] | None:
+    """Return the resource types the caller may read, or None for every type (and when auth is off)."""
+    principal = current_principal()
+    if not auth_enabled() or principal is None:
+        return None
+    return principal.permissions.types_with("r")
+
+
+def require_principal() -> Principal:
+    """Return the caller, or raise Unauthorized when the request carries no token."""
+    principal = current_principal()
+    if principal is None:
+        raise Unauthorized("This server requires a bearer token")
+    return principal
+
+
+def require_admin() -> None:
+    """Raise unless the caller is an administrator (a token for every partition); no-op when auth is off."""
+    if auth_enabled() and not require_principal().admin:
+        raise Forbidden("This endpoint is for administrators (a token whose partitions claim is '*')")
+
+
+def _body() -> Any:
+    if request.method not in {"POST", "PUT", "PATCH"} or request.mimetype not in _JSON:
+        return None
+    try:
+        return orjson.loads(request.get_data(cache=True))
+    except orjson.JSONDecodeError:
+        return None
+
+
+def requirement() -> Requirement:
+    """Return (and remember) what the current request needs; also used by audit and metrics."""
+    found: Requirement | None = g.get("bulkhead_requirement")
+    if found is None:
+        _partition, below = split_partition(request.path)
+        args = request.args.to_dict(flat=False)
+        if request.mimetype == "application/x-www-form-urlencoded":
+            for key, values in request.form.to_dict(flat=False).items():
+                args.setdefault(key, []).extend(values)
+        body = _body() if auth_enabled() and (below.strip("/") == "" or "$" in below) else None
+        found = classify(request.method, below, args, body, dict(request.headers))
+        g.bulkhead_requirement = found
+    return found
+
+
+def request_partition() -> str | None:
+    """Return the partition the current request acts in, or None for system endpoints."""
+    if system_path(request.path) is not None:
+        return None
+    named, _ = split_partition(request.path)
+    return named or DEFAULT_PARTITION
+
+
+def authorize() -> None:
+    """Refuse the request unless its token may do what it asks in its partition (before_request)."""
+    error = request.environ.get(ENV_ERROR)
+    if error is not None:
+        raise error
+    settings: Settings = current_app.config["BULKHEAD_SETTINGS"]
+    if not settings.auth_enabled:
+        return
+    sys_path = system_path(request.path)
+    if sys_path is not None:
+        if not SYSTEM_PATHS[sys_path] or (sys_path == "/metrics" and not settings.metrics_require_auth):
+            return
+        require_admin()
+        return
+    need = requirement()
+    if need.public:
+        return
+    principal = require_principal()
+    partition = request_partition() or DEFAULT_PARTITION
+    if not principal.may_use(partition):
+        raise Forbidden(f"This token is not valid for partition {partition!r}")
+    for item in need.needs:
+        if not principal.permissions.allows(item.permission, item.resource_type):
+            what = "every resource type" if item.resource_type == "*" else item.resource_type
+            raise Forbidden(
+                f"The token's scopes do not grant {item.permission!r} on {what} "
+                f"(needed for {need.interaction})"
+            )
+
+
+def _challenge(response: Response) -> Response:
+    if response.status_code == 401 and "WWW-Authenticate" not in response.headers:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="bulkhead", error="invalid_token"'
+    return response
+
+
+def init_auth(app: Flask, settings: Settings, database: Database) -> None:
+    """Install tenant resolution and authorization on ``app``; log whether authentication is on."""
+    if database.bypasses_row_security():
+        log.warning(
+            "row-level security is NOT enforced: the database role of BULKHEAD_DATABASE_URL is a superuser "
+            "or bypasses RLS; connect as the application role (see README, 'Security')"
+        )
+    if settings.auth_enabled:
+        sources = [
+            name
+            for name, on in (
+                ("HS256 shared secret", settings.auth_hs256_secret),
+                ("JWKS file", settings.auth_jwks_file),
+                ("JWKS URL", settings.auth_jwks_url),
+                ("own signing key", settings.auth_signing_key_file),
+            )
+            if on
+        ]
+        if not sources:
+            raise InvalidRequest(
+                "Authentication is on but no key is configured: set BULKHEAD_AUTH_HS256_SECRET, "
+                "BULKHEAD_AUTH_JWKS_FILE, BULKHEAD_AUTH_JWKS_URL or BULKHEAD_AUTH_SIGNING_KEY_FILE"
+            )
+        log.info(
+            "authentication is ON: bearer tokens checked against %s; tenant from the %s",
+            ", ".join(sources),
+            settings.tenant_source,
+        )
+    else:
+        log.warning(
+            "authentication is OFF: every request is served without a token "
+            "(set BULKHEAD_AUTH_ENABLED=1 to require bearer tokens); tenant from the %s",
+            settings.tenant_source,
+        )
+    app.wsgi_app = TenantMiddleware(app.wsgi_app, settings)  # type: ignore[method-assign]
+    app.before_request(authorize)
+    app.after_request(_challenge)
