@@ -135,7 +135,7 @@ def test_initial_load_refuses_to_change_an_existing_resource(database: Database,
 def test_workers_racing_on_the_same_ids_store_each_version_once_with_the_ranked_winner(
     database: Database, partition: str
 ):
-    # Given a shared watermark and four workers each holding a differently ordered batch with conflicting lines
+    # Given a shared watermark and four workers, each with a differently ordered batch of conflicting lines
     with database.unit_of_work(partition) as uow:
         mark = import_watermark(uow)
     lines = [
@@ -189,8 +189,8 @@ def test_validated_imports_are_searchable_and_trusted_ones_are_not_indexed(
         rows = (
             uow.session.execute(
                 text(
-                    "SELECT r.resource_id FROM resource r JOIN search_token t ON t.surrogate_id = r.surrogate_id"
-                    " WHERE t.param = 'gender'"
+                    "SELECT r.resource_id FROM resource r"
+                    " JOIN search_token t ON t.surrogate_id = r.surrogate_id WHERE t.param = 'gender'"
                 )
             )
             .scalars()
