@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from storage.bulkwrite import BulkResult, NewResource, stamp_new, write_new_resources
 from storage.database import Database
 from storage.repository import PartitionInfo, ResourceRepository, StoredVersion
 from storage.uow import UnitOfWork
 
-__all__ = ["Database", "PartitionInfo", "ResourceRepository", "StoredVersion", "UnitOfWork"]
+__all__ = [
+    "BulkResult",
+    "Database",
+    "NewResource",
+    "PartitionInfo",
+    "ResourceRepository",
+    "StoredVersion",
+    "UnitOfWork",
+    "stamp_new",
+    "write_new_resources",
+]
