@@ -72,6 +72,15 @@ class Settings:
     rate_limit_per_second: float = 0.0
     rate_limit_burst: int = 0
     partition_config_ttl_seconds: float = 5.0
+    # Import, reindex, bulk update and bulk delete (see docs/import.md).
+    import_range_bytes: int = 64 * 1024 * 1024
+    import_batch_size: int = 1000
+    import_max_line_bytes: int = 64 * 1024 * 1024
+    import_max_concurrent_per_partition: int = 2
+    reindex_chunk_rows: int = 50_000
+    reindex_batch_size: int = 2000
+    bulk_edit_chunk_rows: int = 10_000
+    bulk_edit_batch_size: int = 500
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
