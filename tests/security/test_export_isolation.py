@@ -1,0 +1,120 @@
+"""Bulk export across partitions, from the attacker's side: nothing of partition A is reachable from B."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api import create_app
+from core.settings import Settings
+from orchestrator import export_service
+from storage import Database
+from storage.objectstore import S3ObjectStore
+from tests.support.fake_jobs import FakeJobService
+from tests.support.fhir import base, outcome_codes, put
+from tests.support.services import S3Settings
+
+BASE = "http://bulkhead.test"
+
+
+@pytest.fixture
+def api(
+    settings: Settings,
+    s3_settings: S3Settings,
+    database: Database,
+    object_store: S3ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[FlaskClient]:
+    service = FakeJobService(s3_settings.apply(settings), object_store)
+    monkeypatch.setattr(export_service, "_service", lambda: service)
+    app: Flask = create_app(s3_settings.apply(settings), database=database)
+    app.extensions["bulkhead.objectstore"] = object_store
+    yield app.test_client()
+
+
+def _export(api: FlaskClient, partition: str) -> tuple[str, list[str]]:
+    resp = api.get(f"{base(partition)}/$export", headers={"Prefer": "respond-async"})
+    location = resp.headers["Content-Location"][len(BASE) :]
+    manifest = api.get(location).get_json()
+    return location, [item["url"][len(BASE) :] for item in manifest["output"]]
+
+
+def test_export_of_a_partition_never_contains_the_same_ids_of_another_partition(
+    api: FlaskClient, partition: str, other_partition: str
+) -> None:
+    # Given Patient/123 in A (female) and in B (male)
+    put(api, f"{base(partition)}/Patient/123", {"resourceType": "Patient", "id": "123", "gender": "female"})
+    put(
+        api,
+        f"{base(other_partition)}/Patient/123",
+        {"resourceType": "Patient", "id": "123", "gender": "male"},
+    )
+    # When B exports
+    _, files = _export(api, other_partition)
+    # Then B's files hold only B's Patient
+    lines = [orjson.loads(x) for url in files for x in api.get(url).data.splitlines()]
+    assert [(p["id"], p["gender"]) for p in lines] == [("123", "male")]
+
+
+def test_status_delete_and_files_of_a_job_of_a_are_404_from_b(
+    api: FlaskClient, partition: str, other_partition: str
+) -> None:
+    # Given a completed export of A
+    put(api, f"{base(partition)}/Patient/1", {"resourceType": "Patient", "id": "1"})
+    location, files = _export(api, partition)
+    job_id = location.rsplit("/", 1)[-1]
+    file_name = files[0].rsplit("/", 1)[-1]
+    # When B asks for its status, files, and tries to delete it, through B's base and the root
+    for attacker in (other_partition, None):
+        foreign = f"{base(attacker)}/_operations/export/{job_id}"
+        for resp in (api.get(foreign), api.get(f"{foreign}/{file_name}"), api.delete(foreign)):
+            # Then every answer is a 404 OperationOutcome that says nothing of A
+            assert resp.status_code == 404
+            assert outcome_codes(resp) == ["not-found"]
+            assert partition.encode() not in resp.data
+    # And A's job is untouched
+    assert api.get(location).status_code == 200
+    assert api.get(files[0]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [secrets.token_hex(16), "0", "..", "%2e%2e", "a" * 300, "' OR '1'='1"],
+)
+def test_forged_or_malformed_job_ids_are_404(api: FlaskClient, partition: str, job_id: str) -> None:
+    resp = api.get(f"{base(partition)}/_operations/export/{job_id}")
+    assert resp.status_code == 404
+    assert api.delete(f"{base(partition)}/_operations/export/{job_id}").status_code == 404
+
+
+def test_a_file_url_of_a_under_bs_job_never_serves_as_data(
+    api: FlaskClient, partition: str, other_partition: str
+) -> None:
+    # Given completed exports in A (female) and B (male)
+    put(api, f"{base(partition)}/Patient/1", {"resourceType": "Patient", "id": "1", "gender": "female"})
+    put(api, f"{base(other_partition)}/Patient/1", {"resourceType": "Patient", "id": "1", "gender": "male"})
+    _, files_a = _export(api, partition)
+    location_b, _ = _export(api, other_partition)
+    name_a = files_a[0].rsplit("/", 1)[-1]
+    # When A's file name is asked for under B's job and B's base
+    same_name = api.get(f"{location_b}/{name_a}")
+    # Then B gets at most its own file of that name, never A's data
+    assert same_name.status_code in (200, 404)
+    assert b"female" not in same_name.data
+    # And names outside B's manifest, or climbing out of the job, are 404
+    for name in ("..%2F..%2F" + name_a, "Patient-1-99.ndjson", "..", "%2e%2e"):
+        assert api.get(f"{location_b}/{name}").status_code == 404
+
+
+def test_a_replayed_status_url_of_a_deleted_job_stays_404(api: FlaskClient, partition: str) -> None:
+    put(api, f"{base(partition)}/Patient/1", {"resourceType": "Patient", "id": "1"})
+    location, files = _export(api, partition)
+    api.delete(location)
+    for _ in range(3):
+        assert api.get(location).status_code == 404
+        assert api.get(files[0]).status_code == 404
