@@ -11,6 +11,7 @@ from types import FrameType
 import click
 
 from api.logs import configure_logging
+from api.seed import seed as seed_command
 from core.settings import Settings
 from storage import Database
 
@@ -20,6 +21,9 @@ log = logging.getLogger("bulkhead")
 @click.group()
 def main() -> None:
     """Bulkhead: a multi-tenant FHIR R4 server with partition-scoped bulk jobs."""
+
+
+main.add_command(seed_command)
 
 
 @main.command()

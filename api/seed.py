@@ -1,0 +1,134 @@
+"""``bulkhead seed``: fill a partition with realistic synthetic patients through the bulk writer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from core.errors import BulkheadError
+from core.partition import DEFAULT_PARTITION
+from core.settings import Settings
+from core.synthetic import generate
+from storage import Database, NewResource, stamp_new, write_new_resources
+from storage.embedded import EmbeddedPostgres
+from storage.security import role_url
+
+log = logging.getLogger(__name__)
+RUNTIME_FILE = "serve.json"
+
+
+def _running_serve_url(data_dir: Path) -> str | None:
+    """Return the database URL a running ``bulkhead serve`` recorded in ``data_dir``, if one runs."""
+    try:
+        runtime = json.loads((data_dir / RUNTIME_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(runtime, dict) or not runtime.get("BULKHEAD_DATABASE_URL"):
+        return None
+    try:
+        pid = int(runtime.get("pid") or 0)
+        if pid <= 0:
+            return None
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        return None
+    return str(runtime["BULKHEAD_DATABASE_URL"])
+
+
+@contextmanager
+def seed_database(settings: Settings) -> Iterator[tuple[str, str]]:
+    """Yield (database URL, where) for seeding: the configured database, the running ``bulkhead serve``'s,
+    or the embedded PostgreSQL under the data directory, started (and migrated) for the time of the block."""
+    if settings.database_url:
+        yield settings.database_url, "BULKHEAD_DATABASE_URL"
+        return
+    data_dir = settings.data_dir.resolve()
+    running = _running_serve_url(data_dir)
+    if running:
+        yield running, f"the running 'bulkhead serve' in {data_dir}"
+        return
+    server = EmbeddedPostgres(data_dir / "postgres")
+    owner_url = server.start()
+    try:
+        owner = Database(owner_url)
+        try:
+            owner.migrate(app_role=settings.database_app_role, app_password=settings.database_app_password)
+        finally:
+            owner.dispose()
+        yield (
+            role_url(owner_url, settings.database_app_role, settings.database_app_password),
+            f"embedded PostgreSQL in {data_dir / 'postgres'}",
+        )
+    finally:
+        server.stop()
+
+
+@click.command("seed")
+@click.option("--partition", default=DEFAULT_PARTITION, show_default=True, help="Partition to fill.")
+@click.option("--patients", type=click.IntRange(min=1), required=True, help="Number of patients.")
+@click.option(
+    "--seed",
+    "seed_value",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Random seed; the same seed gives the same data (and ids) in every partition.",
+)
+@click.option(
+    "--batch-rows",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Resources per COPY batch (one transaction each).",
+)
+def seed(partition: str, patients: int, seed_value: int, batch_rows: int) -> None:
+    """Create synthetic patients with encounters, observations, conditions and prescriptions.
+
+    Writes with COPY into the partition given (creating it), against BULKHEAD_DATABASE_URL, else the
+    database of a running 'bulkhead serve', else the embedded PostgreSQL under the data directory.
+    Resources are new: seeding the same --seed twice into one partition is refused.
+    """
+    settings = Settings.from_env()
+    bar = tqdm(total=patients, unit="patients", desc=f"seeding {partition}", disable=None)
+    written = 0
+
+    def stamped() -> Iterator[NewResource]:
+        for resource in generate(patients, seed=seed_value):
+            yield stamp_new(resource, datetime.now(UTC))
+
+    def progress(batch: Sequence[NewResource]) -> None:
+        nonlocal written
+        written += len(batch)
+        bar.update(sum(1 for item in batch if item.resource_type == "Patient"))
+        bar.set_postfix(resources=written, refresh=False)
+
+    try:
+        with seed_database(settings) as (url, where):
+            click.echo(f"seeding partition {partition!r} in {where}", err=True)
+            database = Database(url)
+            try:
+                result = write_new_resources(
+                    database, partition, stamped(), batch_rows=batch_rows, on_batch=progress
+                )
+            finally:
+                database.dispose()
+    except BulkheadError as err:
+        hint = " (seed another --seed, or another partition)" if err.status == 409 else ""
+        raise click.ClickException(f"{err.message}{hint}") from None
+    finally:
+        bar.close()
+    for rtype, count in sorted(result.counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        click.echo(f"{rtype:<20} {count:>10}")
+    click.echo(f"{'total':<20} {result.resources:>10}")
+    click.echo(
+        f"{result.resources} resources ({result.bytes / 1e6:.1f} MB) in {result.seconds:.1f} s: "
+        f"{result.rate:,.0f} resources/s"
+    )
