@@ -33,10 +33,13 @@ def _render(raw: bytes, resource: dict[str, Any], rid: str):  # type: ignore[no-
     return render
 
 
-def create_in(uow: UnitOfWork, rtype: str, raw: bytes, resource: dict[str, Any]) -> WriteResult:
-    """Create a resource with a server-assigned id inside an open unit of work."""
+def create_in(
+    uow: UnitOfWork, rtype: str, raw: bytes, resource: dict[str, Any], *, rid: str | None = None
+) -> WriteResult:
+    """Create a resource with a server-assigned id (``rid`` when one was assigned ahead, as a
+    transaction does to resolve references) inside an open unit of work."""
     validate_resource(resource, rtype)
-    rid = str(uuid.uuid4())
+    rid = rid or str(uuid.uuid4())
     stored = uow.resources.write(rtype, rid, _render(raw, resource, rid), previous=None)
     return WriteResult(stored, True)
 
