@@ -140,5 +140,9 @@ def secure_schema(conn: Connection, role: str, password: str | None = None) -> l
     for table in sorted(_ADMIN_ONLY & existing):
         _policy(conn, table, _ADMIN_USING)
         secured.append(table)
+    if "job" in existing:
+        from storage.audit import JOB_AUDIT_SQL
+
+        conn.exec_driver_sql(JOB_AUDIT_SQL)
     log.info("row-level security forced on %s for role %s", ", ".join(sorted(secured)), role)
     return sorted(secured)

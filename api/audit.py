@@ -1,0 +1,156 @@
+"""Audit every request (after it is answered) and let administrators query the trail: ``GET /_audit``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+
+from api.auth import current_principal, request_partition, require_admin, requirement
+from api.http import fhir_response
+from core.errors import InvalidRequest
+from core.fhirdates import format_instant, parse_instant
+from storage import Database
+from storage.audit import AuditEvent, AuditLog, AuditRecord
+
+log = logging.getLogger(__name__)
+bp = Blueprint("audit", __name__)
+
+PARTITION_EXTENSION = "https://bulkhead.dev/fhir/StructureDefinition/partition"
+_ACTIONS = {"GET": "R", "HEAD": "R", "POST": "C", "PUT": "U", "PATCH": "U", "DELETE": "D"}
+_NOT_AUDITED = {"/metrics"}
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return "success"
+    if status in {401, 403}:
+        return "denied"
+    return "failure" if status < 500 else "error"
+
+
+def _log() -> AuditLog:
+    audit: AuditLog = current_app.extensions["bulkhead.audit"]
+    return audit
+
+
+def record_request(response: Response) -> Response:
+    """Append the audit event of the request just answered (after_request); never fail the request."""
+    if request.path in _NOT_AUDITED:
+        return response
+    try:
+        need = requirement()
+        principal = current_principal()
+        view_args = request.view_args or {}
+        job_id = view_args.get("job_id")
+        event = AuditEvent(
+            operation=need.interaction,
+            outcome=_outcome(response.status_code),
+            partition=request_partition(),
+            actor=principal.subject if principal is not None else None,
+            resource_type=need.resource_type,
+            resource_id=need.resource_id,
+            job_id=str(job_id) if job_id is not None else None,
+            method=request.method,
+            path=request.full_path.rstrip("?"),
+            status=response.status_code,
+            source_address=request.remote_addr,
+        )
+        _log().write(event)
+    except Exception:
+        log.exception("could not write the audit event of %s %s", request.method, request.path)
+    return response
+
+
+def audit_event_resource(record: AuditRecord) -> dict[str, Any]:
+    """Render a stored event as a FHIR R4 AuditEvent resource."""
+    e = record.event
+    is_job = e.operation.startswith("job.")
+    resource: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": str(record.id),
+        "type": {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+            "display": "RESTful Operation",
+        },
+        "subtype": [{"system": "https://bulkhead.dev/fhir/CodeSystem/operation", "code": e.operation}],
+        "action": _ACTIONS.get(e.method or "", "E"),
+        "recorded": format_instant(record.recorded_at),
+        "outcome": {"success": "0", "denied": "4", "failure": "4", "error": "8"}.get(e.outcome, "0"),
+        "outcomeDesc": f"HTTP {e.status}" if e.status is not None else e.outcome,
+        "agent": [
+            {
+                "who": {"identifier": {"value": e.actor or ("system" if is_job else "anonymous")}},
+                "requestor": not is_job,
+                **({"network": {"address": e.source_address, "type": "2"}} if e.source_address else {}),
+            }
+        ],
+        "source": {"observer": {"display": "Bulkhead"}},
+    }
+    entities: list[dict[str, Any]] = []
+    if e.resource_type and e.resource_id:
+        entities.append({"what": {"reference": f"{e.resource_type}/{e.resource_id}"}})
+    elif e.resource_type:
+        entities.append({"what": {"display": e.resource_type}})
+    if e.job_id:
+        entities.append({"what": {"identifier": {"system": "https://bulkhead.dev/job", "value": e.job_id}}})
+    if e.path:
+        entities.append({"what": {"display": f"{e.method} {e.path}"}})
+    if e.detail:
+        entities.append({"detail": [{"type": "detail", "valueString": e.detail}]})
+    if entities:
+        resource["entity"] = entities
+    if e.partition:
+        resource["extension"] = [{"url": PARTITION_EXTENSION, "valueString": e.partition}]
+    return resource
+
+
+def _int(name: str, default: int | None, maximum: int | None = None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise InvalidRequest(f"{name} must be a non-negative integer")
+    return min(int(raw), maximum) if maximum is not None else int(raw)
+
+
+@bp.get("/_audit")
+def query() -> Response:
+    """Return audit events, newest first, as a Bundle of AuditEvent (administrators only)."""
+    require_admin()
+    args = request.args
+    count = _int("_count", 100, 1000) or 100
+    since, until = args.get("since"), args.get("until")
+    records = _log().query(
+        partition=args.get("partition"),
+        operation=args.get("operation"),
+        job_id=args.get("job"),
+        actor=args.get("actor"),
+        since=parse_instant(since) if since else None,
+        until=parse_instant(until) if until else None,
+        before_id=_int("_before", None),
+        limit=count,
+    )
+    links = [{"relation": "self", "url": request.url}]
+    if len(records) == count:
+        params = {**args.to_dict(flat=True), "_before": str(records[-1].id)}
+        query_string = "&".join(f"{k}={v}" for k, v in params.items())
+        links.append({"relation": "next", "url": f"{request.base_url}?{query_string}"})
+    return fhir_response(
+        {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "link": links,
+            "entry": [{"resource": audit_event_resource(r)} for r in records],
+        }
+    )
+
+
+def init_audit(app: Flask, database: Database) -> None:
+    """Register the audit endpoint, and the after_request hook when auditing is on."""
+    app.extensions["bulkhead.audit"] = AuditLog(database)
+    app.register_blueprint(bp)
+    if app.config["BULKHEAD_SETTINGS"].audit_enabled:
+        app.after_request(record_request)

@@ -1,0 +1,168 @@
+"""The audit trail: an append-only table of requests and job state changes.
+
+The application role may insert and nothing else; reading goes through ``Database.admin_session()``.
+Job state changes are recorded by a trigger on the job table (``JOB_AUDIT_SQL``), in the same transaction
+as the change, whatever code path made it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    insert,
+    select,
+    text,
+    true,
+)
+
+from storage.database import Database
+
+log = logging.getLogger(__name__)
+
+_metadata = MetaData()
+audit_event = Table(
+    "audit_event",
+    _metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("recorded_at", DateTime(timezone=True)),
+    Column("partition", String(64)),
+    Column("actor", String(256)),
+    Column("operation", String(64)),
+    Column("resource_type", String(64)),
+    Column("resource_id", String(64)),
+    Column("job_id", String(64)),
+    Column("method", String(16)),
+    Column("path", String(2048)),
+    Column("status", Integer),
+    Column("outcome", String(16)),
+    Column("source_address", String(64)),
+    Column("detail", Text),
+)
+
+# Installed by storage.security.secure_schema once a ``job`` table exists. Reads the row as JSON so that it
+# does not depend on the job table's exact column set (id, kind, partition, status, worker_id, attempts).
+JOB_AUDIT_SQL = """
+CREATE OR REPLACE FUNCTION bulkhead_audit_job() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    n jsonb := to_jsonb(NEW);
+    o jsonb := CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) ELSE NULL END;
+BEGIN
+    IF TG_OP = 'UPDATE' AND (o->>'status') IS NOT DISTINCT FROM (n->>'status') THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO audit_event (partition, actor, operation, job_id, outcome, detail)
+    VALUES (
+        left(coalesce(n->>'partition', n->>'partition_name'), 64),
+        left(coalesce(n->>'worker_id', n->>'worker', 'system'), 256),
+        left('job.' || coalesce(n->>'status', 'unknown'), 64),
+        left(n->>'id', 64),
+        CASE WHEN lower(coalesce(n->>'status', '')) IN ('failed', 'error') THEN 'failure' ELSE 'success' END,
+        jsonb_build_object(
+            'kind', n->>'kind', 'group_id', n->>'group_id', 'from', o->>'status', 'to', n->>'status',
+            'attempts', n->>'attempts'
+        )::text
+    );
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER job_audit AFTER INSERT OR UPDATE ON job
+    FOR EACH ROW EXECUTE FUNCTION bulkhead_audit_job();
+"""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One thing that happened: who did what, where, to what, and how it ended."""
+
+    operation: str
+    outcome: str
+    partition: str | None = None
+    actor: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    job_id: str | None = None
+    method: str | None = None
+    path: str | None = None
+    status: int | None = None
+    source_address: str | None = None
+    detail: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        """Return the event as a table row, each value cut to its column's width."""
+        limits = {c.name: getattr(c.type, "length", None) for c in audit_event.columns}
+        out: dict[str, Any] = {}
+        for name, value in self.__dict__.items():
+            limit = limits.get(name)
+            out[name] = value[:limit] if isinstance(value, str) and limit else value
+        return out
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """A stored audit event with its id and time."""
+
+    id: int
+    recorded_at: datetime
+    event: AuditEvent
+
+
+class AuditLog:
+    """Append audit events and query them (administrators only)."""
+
+    def __init__(self, database: Database):
+        self.database = database
+        self.engine: Engine = database.engine
+
+    def write(self, event: AuditEvent) -> None:
+        """Append one event in a short transaction of its own (asynchronous commit: no fsync wait)."""
+        with self.engine.begin() as conn:
+            conn.execute(text("SET LOCAL synchronous_commit = off"))
+            conn.execute(insert(audit_event), [event.row()])
+
+    def query(
+        self,
+        *,
+        partition: str | None = None,
+        operation: str | None = None,
+        job_id: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Return matching events, newest first (administrative: crosses partitions)."""
+        t = audit_event.c
+        conds = []
+        for column, value in (
+            (t.partition, partition),
+            (t.operation, operation),
+            (t.job_id, job_id),
+            (t.actor, actor),
+        ):
+            if value is not None:
+                conds.append(column == value)
+        if since is not None:
+            conds.append(t.recorded_at >= since)
+        if until is not None:
+            conds.append(t.recorded_at < until)
+        if before_id is not None:
+            conds.append(t.id < before_id)
+        stmt = select(audit_event).where(and_(true(), *conds)).order_by(t.id.desc()).limit(limit)
+        with self.database.admin_session() as session:
+            rows = session.execute(stmt).mappings().all()
+        fields = [f for f in AuditEvent.__dataclass_fields__]
+        return [AuditRecord(r["id"], r["recorded_at"], AuditEvent(**{f: r[f] for f in fields})) for r in rows]
