@@ -1,0 +1,178 @@
+"""The import Planner: check each input, split it into byte ranges, and build the result when all are done.
+
+Planning reads each input's size and entity tag (a missing file, or one whose entity tag is not the one the
+request gave, fails the job with an OperationOutcome naming the file) and its first bytes (gzip files are one
+range). Each processing job's definition carries everything its worker needs — the URL, the entity tag seen
+here (so a file that changes during the import is refused), the byte range, mode, validation, the import's
+watermark and transaction time — and depends only on the request and the files, so a re-plan after a crash
+adds nothing twice.
+
+``finish`` collects per-input counts and joins the ranges' error files into one error NDJSON per input.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from core.errors import InvalidRequest, NotFound, PreconditionFailed
+from core.fhirdates import format_instant
+from core.importspec import NONE, ImportSpec
+from core.ndjson_ranges import is_gzip, plan_ranges
+from core.settings import Settings
+from storage import Database
+from storage.importsource import check_input_allowed, open_source
+from storage.importwrite import import_watermark
+from storage.objectstore import ObjectStore, object_store_from_settings
+
+log = logging.getLogger(__name__)
+KIND = "import"
+MAX_RANGES_PER_INPUT = 10_000
+
+
+class PlanContext(Protocol):
+    """What the job machinery hands a planner (see ``orchestrator/registry.py``)."""
+
+    partition: str
+    job_id: str
+    settings: Settings
+    database: Database
+
+
+def store_of(ctx: Any) -> ObjectStore:
+    """Return the object store of a context (built from the settings when the context has none)."""
+    store: ObjectStore | None = getattr(ctx, "object_store", None)
+    return store if store is not None else object_store_from_settings(ctx.settings)
+
+
+def prepare_import(
+    database: Database, settings: Settings, store: ObjectStore, partition: str, spec: ImportSpec
+) -> dict[str, Any]:
+    """Check a validated request against this server and return the job's definition (at kick-off)."""
+    for item in spec.inputs:
+        check_input_allowed(item.url, store, settings.s3_prefix, partition)
+    with database.unit_of_work(partition) as uow:
+        watermark = import_watermark(uow)
+    return {
+        "spec": spec.to_json(),
+        "transaction_time": format_instant(datetime.now(UTC)),
+        "watermark": watermark,
+    }
+
+
+def _first_bytes(source: Any, etag: str) -> bytes:
+    stream = source.stream(0, etag=etag or None)
+    try:
+        for chunk in stream:
+            if chunk:
+                return bytes(chunk[:2])
+        return b""
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+def plan_import(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
+    """Return one processing-job definition per byte range of every input."""
+    definition: dict[str, Any] = job.definition
+    spec = ImportSpec.from_json(definition["spec"])
+    store = store_of(ctx)
+    range_bytes = spec.range_bytes or ctx.settings.import_range_bytes
+    base = {
+        "mode": spec.mode,
+        "validation": spec.validation,
+        "watermark": definition["watermark"],
+        "transaction_time": definition["transaction_time"],
+        "input_source": spec.input_source,
+        "batch_size": spec.batch_size,
+        "http_basic": spec.http_basic,
+    }
+    parts: list[dict[str, Any]] = []
+    for n, item in enumerate(spec.inputs):
+        check_input_allowed(item.url, store, ctx.settings.s3_prefix, ctx.partition)
+        source = open_source(item.url, store, basic=spec.http_basic)
+        info = source.head()
+        if info is None:
+            raise NotFound(f"Input {item.url} does not exist")
+        if item.etag and info.etag != item.etag:
+            raise PreconditionFailed(
+                f"Input {item.url} changed: its entity tag is {info.etag!r}, "
+                f"the request expected {item.etag!r}"
+            )
+        common = {**base, "input": n, "url": item.url, "type": item.type, "etag": info.etag}
+        if info.size == 0:
+            parts.append({**common, "range": 0, "empty": True})
+            continue
+        compressed = is_gzip(_first_bytes(source, info.etag))
+        ranges = plan_ranges(info.size, range_bytes, compressed=compressed)
+        if len(ranges) > MAX_RANGES_PER_INPUT:
+            raise InvalidRequest(
+                f"Input {item.url} would need {len(ranges)} ranges; raise processingUnitBytesToRead"
+            )
+        for r, rng in enumerate(ranges):
+            parts.append({**common, "range": r, "start": rng.start, "stop": rng.stop, "gzip": compressed})
+    log.info(
+        "planned import into %s: %s inputs, %s ranges",
+        ctx.partition,
+        len(spec.inputs),
+        len(parts),
+        extra={"partition": ctx.partition, "job_id": ctx.job_id},
+    )
+    return parts
+
+
+def finish_import(ctx: PlanContext, job: Any, parts: list[Any]) -> dict[str, Any]:
+    """Return the import's result: per-input counts and one error file per input that had errors."""
+    definition: dict[str, Any] = job.definition
+    spec = ImportSpec.from_json(definition["spec"])
+    store = store_of(ctx)
+    results = sorted((p.result or {} for p in parts), key=lambda r: (int(r["input"]), int(r["range"])))
+    output: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    totals = {"lines": 0, "created": 0, "updated": 0, "unchanged": 0, "errors": 0}
+    for n, item in enumerate(spec.inputs):
+        mine = [r for r in results if int(r["input"]) == n]
+        counts: dict[str, int] = {}
+        for r in mine:
+            for rtype, count in (r.get("counts") or {}).items():
+                counts[rtype] = counts.get(rtype, 0) + int(count)
+            for key in totals:
+                totals[key] += int(r.get(key, 0) or 0)
+        if not counts:
+            counts = {item.type or "Resource": 0}
+        output.extend({"type": t, "count": c, "inputUrl": item.url} for t, c in sorted(counts.items()))
+        with_errors = [r for r in mine if r.get("error_key")]
+        if with_errors:
+            key = store.ndjson_key(ctx.partition, str(job.id), "OperationOutcome", n)
+            body = b"".join(b"".join(store.get_stream(str(r["error_key"]))) for r in with_errors)
+            info = store.put_bytes(key, body)
+            errors.append(
+                {
+                    "type": "OperationOutcome",
+                    "count": sum(int(r["errors"]) for r in with_errors),
+                    "inputUrl": item.url,
+                    "file": key.rsplit("/", 1)[-1],
+                    "key": key,
+                    "size": info.size,
+                }
+            )
+    result: dict[str, Any] = {
+        "transactionTime": definition["transaction_time"],
+        "mode": spec.mode,
+        "validation": spec.validation,
+        "output": output,
+        "error": errors,
+        "totals": totals,
+        "notes": list(spec.notes),
+    }
+    if spec.validation == NONE:
+        result["indexing"] = {"deferred": True, "fromSurrogateId": int(definition["watermark"]) + 1}
+    log.info(
+        "import into %s finished: %s",
+        ctx.partition,
+        totals,
+        extra={"partition": ctx.partition, "job_id": ctx.job_id},
+    )
+    return result
