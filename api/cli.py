@@ -10,6 +10,7 @@ from types import FrameType
 
 import click
 
+from api.auth_cli import COMMANDS as AUTH_COMMANDS
 from api.logs import configure_logging
 from api.seed import seed as seed_command
 from core.settings import Settings
@@ -24,6 +25,8 @@ def main() -> None:
 
 
 main.add_command(seed_command)
+for _command in AUTH_COMMANDS:
+    main.add_command(_command)
 
 
 @main.command()
