@@ -71,7 +71,7 @@ def structural_issues(resource: dict[str, Any], expected_type: str | None = None
     return _walk(resource, expected_type).issues
 
 
-def _shell(resource: dict[str, Any]) -> dict[str, Any]:
+def without_nested(resource: dict[str, Any]) -> dict[str, Any]:
     """Return ``resource`` without the resources nested in it (each is validated on its own)."""
     rtype = resource.get("resourceType")
     out = resource
@@ -130,7 +130,7 @@ def _r4b_issues(resource: dict[str, Any], where: str) -> list[Issue]:
     from pydantic import ValidationError
 
     try:
-        model.model_validate(_shell(resource))
+        model.model_validate(without_nested(resource))
     except ValidationError as exc:
         issues = []
         for err in exc.errors():
@@ -203,4 +203,5 @@ __all__ = [
     "structural_issues",
     "validate_id",
     "validate_resource",
+    "without_nested",
 ]

@@ -1,0 +1,306 @@
+"""Batch and transaction Bundles: read the entries, their targets and their resources' bytes.
+
+Nothing here talks HTTP or to the database. A resource inside an entry keeps the client's bytes (decimal
+precision survives): the entry's ``resource`` is cut out of the request body as text, and references are
+rewritten in that text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+
+from core.errors import BulkheadError, InvalidRequest, Issue, MethodNotAllowed, PayloadTooLarge
+from core.fhirtypes import require_type
+from core.partition import DEFAULT_PARTITION
+from core.validation import ID_PATTERN, structural_issues, without_nested
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+# Processing order of a transaction (FHIR R4 3.1.0.11.2): DELETE, POST, PUT/PATCH, then GET/HEAD.
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_DECODER = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")
+_REFERENCE = re.compile(rb'("reference"[ \t\n\r]*:[ \t\n\r]*")((?:[^"\\]|\\.)*)(")')
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+
+
+@dataclass
+class Entry:
+    """One entry of a batch or transaction, with its target resolved against the partition's base."""
+
+    index: int
+    method: str
+    url: str
+    rtype: str | None = None
+    rid: str | None = None
+    vid: str | None = None
+    query: str | None = None
+    full_url: str | None = None
+    raw: bytes | None = None
+    resource: dict[str, Any] | None = None
+    if_match: int | None = None
+    if_none_exist: str | None = None
+    if_none_match: str | None = None
+    if_modified_since: str | None = None
+    problem: BulkheadError | None = None
+    references: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """Name the entry in messages: ``Bundle.entry[3] (PUT Patient/1)``."""
+        return f"Bundle.entry[{self.index}] ({self.method} {self.url})"
+
+    @property
+    def target(self) -> str | None:
+        """Return ``Type/id`` of the resource the entry writes, once known."""
+        return f"{self.rtype}/{self.rid}" if self.rtype and self.rid else None
+
+
+@dataclass(frozen=True)
+class Bases:
+    """How the partition's base and the server's other partitions are spelled in absolute URLs."""
+
+    partition: str
+    roots: tuple[str, ...]
+
+    def resolve(self, url: str) -> str:
+        """Return ``url`` relative to the partition's base; refuse another partition's or server's URL."""
+        if "://" not in url:
+            return url.lstrip("/")
+        for root in self.roots:
+            if not url.startswith(root + "/") and url != root:
+                continue
+            rest = url[len(root) :].lstrip("/")
+            if rest.startswith("partitions/"):
+                name, _, below = rest[len("partitions/") :].partition("/")
+                if unquote(name) != self.partition:
+                    raise InvalidRequest(
+                        f"{url} belongs to another partition; cross-partition requests are not supported"
+                    )
+                return below
+            if self.partition != DEFAULT_PARTITION:
+                raise InvalidRequest(
+                    f"{url} belongs to the partition {DEFAULT_PARTITION!r}; "
+                    "cross-partition requests are not supported"
+                )
+            return rest
+        raise InvalidRequest(f"{url} is not on this server's base; only this partition's URLs are accepted")
+
+    def foreign(self, reference: str) -> bool:
+        """Return whether an absolute reference points into another partition of this server."""
+        if "://" not in reference:
+            return False
+        try:
+            self.resolve(reference)
+        except InvalidRequest as exc:
+            return "cross-partition" in exc.message
+        return False
+
+
+def _ws(text: str, i: int) -> int:
+    m = _WS.match(text, i)
+    assert m is not None
+    return m.end()
+
+
+def _members(text: str, i: int) -> dict[str, tuple[int, int]]:
+    """Return the members of the JSON object starting at ``i`` as key -> (start, end) of its value."""
+    i = _ws(text, i)
+    out: dict[str, tuple[int, int]] = {}
+    if text[i] != "{":
+        return out
+    i = _ws(text, i + 1)
+    if text[i] == "}":
+        return out
+    while True:
+        key, i = _DECODER.raw_decode(text, i)
+        i = _ws(text, _ws(text, i) + 1)
+        _, end = _DECODER.raw_decode(text, i)
+        out[key] = (i, end)
+        i = _ws(text, end)
+        if text[i] == "}":
+            return out
+        i = _ws(text, i + 1)
+
+
+def _items(text: str, i: int) -> list[tuple[int, int]]:
+    """Return the (start, end) of each item of the JSON array starting at ``i``."""
+    i = _ws(text, i)
+    out: list[tuple[int, int]] = []
+    if text[i] != "[":
+        return out
+    i = _ws(text, i + 1)
+    if text[i] == "]":
+        return out
+    while True:
+        _, end = _DECODER.raw_decode(text, i)
+        out.append((i, end))
+        i = _ws(text, end)
+        if text[i] == "]":
+            return out
+        i = _ws(text, i + 1)
+
+
+def resource_bytes(raw: bytes, count: int) -> list[bytes | None]:
+    """Return the client's bytes of each entry's ``resource`` of a Bundle body (None where absent)."""
+    text = raw.decode("utf-8")
+    spans = _members(text, 0)
+    out: list[bytes | None] = [None] * count
+    if "entry" not in spans:
+        return out
+    for n, (start, _end) in enumerate(_items(text, spans["entry"][0])[:count]):
+        member = _members(text, start).get("resource")
+        if member is not None:
+            out[n] = text[member[0] : member[1]].encode("utf-8")
+    return out
+
+
+def etag_version(value: str) -> int | None:
+    """Return the version number of an ETag such as ``W/"3"``, or None if it is not one."""
+    m = _ETAG.match(value)
+    return int(m.group(1)) if m else None
+
+
+def _version(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    m = _ETAG.match(str(value))
+    if not m:
+        raise InvalidRequest(f'{what} {value!r} is not a version ETag such as W/"1"')
+    return int(m.group(1))
+
+
+def _target(entry: Entry, bases: Bases) -> None:
+    path, _, query = bases.resolve(entry.url).partition("?")
+    parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
+    entry.query = query or None
+    if not parts:
+        raise InvalidRequest("The request url names no resource type")
+    if parts[0].startswith("$") or parts[0] in {"metadata", "_history", "_search"}:
+        raise InvalidRequest(f"{parts[0]} is not supported inside a batch or transaction")
+    entry.rtype = require_type(parts[0])
+    if len(parts) >= 2:
+        if not ID_PATTERN.fullmatch(parts[1]):
+            raise InvalidRequest(f"Invalid resource id {parts[1]!r} in the request url")
+        entry.rid = parts[1]
+    if len(parts) == 4 and parts[2] == "_history":
+        entry.vid = parts[3]
+    elif len(parts) > 2:
+        raise InvalidRequest(f"{entry.url} is not an interaction supported inside a batch or transaction")
+    if entry.method == "POST" and (entry.rid is not None or entry.query):
+        raise InvalidRequest("POST entries create: their url is the resource type only")
+    if entry.method in {"PUT", "DELETE", "PATCH"} and entry.rid is None:
+        what = {"PUT": "update", "DELETE": "delete", "PATCH": "patch"}[entry.method]
+        raise InvalidRequest(f"Conditional {what} (a search url without an id) is not supported")
+    if entry.method in {"PUT", "DELETE", "PATCH"} and (entry.vid is not None or entry.query):
+        raise InvalidRequest(f"{entry.method} entries take the url Type/id")
+
+
+def _entry(index: int, item: Any, raw: bytes | None, bases: Bases) -> Entry:
+    request = item.get("request") if isinstance(item, dict) else None
+    if not isinstance(request, dict):
+        return Entry(index, "?", "?", problem=InvalidRequest("The entry has no request"))
+    method, url = request.get("method"), request.get("url")
+    if method not in METHODS or not isinstance(url, str) or not url:
+        return Entry(
+            index,
+            str(method),
+            str(url),
+            problem=InvalidRequest("The entry's request needs a method (GET, POST, PUT, ...) and a url"),
+        )
+    entry = Entry(index, method, url, full_url=item.get("fullUrl"))
+    try:
+        _target(entry, bases)
+        entry.if_match = _version(request.get("ifMatch"), "ifMatch")
+        entry.if_none_exist = request.get("ifNoneExist")
+        entry.if_none_match = request.get("ifNoneMatch")
+        entry.if_modified_since = request.get("ifModifiedSince")
+        resource = item.get("resource")
+        if method in {"POST", "PUT"}:
+            if not isinstance(resource, dict) or raw is None:
+                raise InvalidRequest(f"A {method} entry needs a resource")
+            entry.raw, entry.resource = raw, resource
+        elif method == "PATCH":
+            raise MethodNotAllowed("PATCH is not supported by this server, in a Bundle or outside one")
+    except BulkheadError as exc:
+        entry.problem = exc
+    return entry
+
+
+def read_bundle(
+    raw: bytes, bundle: dict[str, Any], bases: Bases, max_entries: int
+) -> tuple[str, list[Entry]]:
+    """Return the Bundle's type and its entries; refuse what is not a batch or transaction."""
+    if bundle.get("resourceType") != "Bundle":
+        raise InvalidRequest("POST to the base takes a Bundle of type batch or transaction")
+    kind = bundle.get("type")
+    if kind not in {"batch", "transaction"}:
+        raise InvalidRequest(f"POST to the base takes a batch or transaction Bundle, not {kind!r}")
+    items = bundle.get("entry", [])
+    if not isinstance(items, list):
+        raise InvalidRequest("Bundle.entry must be an array")
+    if len(items) > max_entries:
+        raise PayloadTooLarge(
+            f"The Bundle has {len(items)} entries; at most {max_entries} are accepted in one request"
+        )
+    issues = structural_issues(without_nested(bundle))
+    if issues:
+        raise InvalidRequest("The Bundle is malformed", issues=issues)
+    raws = resource_bytes(raw, len(items))
+    return kind, [_entry(i, item, raws[i], bases) for i, item in enumerate(items)]
+
+
+def references(raw: bytes) -> list[str]:
+    """Return every ``reference`` string in a resource's bytes."""
+    return [orjson.loads(b'"' + m.group(2) + b'"') for m in _REFERENCE.finditer(raw)]
+
+
+def rewrite_references(raw: bytes, mapping: dict[str, str]) -> bytes:
+    """Return ``raw`` with each ``"reference": "<fullUrl>"`` of ``mapping`` replaced by ``Type/id``."""
+    if not mapping:
+        return raw
+
+    def swap(m: re.Match[bytes]) -> bytes:
+        value = orjson.loads(b'"' + m.group(2) + b'"')
+        target = mapping.get(value)
+        if target is None:
+            return m.group(0)
+        return m.group(1) + orjson.dumps(target)[1:-1] + m.group(3)
+
+    return _REFERENCE.sub(swap, raw)
+
+
+def check_references(entry: Entry, bases: Bases) -> None:
+    """Refuse references to other partitions and placeholders (urn:uuid, urn:oid) nothing resolved."""
+    if entry.raw is None:
+        return
+    for ref in references(entry.raw):
+        if ref.startswith(("urn:uuid:", "urn:oid:")):
+            raise InvalidRequest(
+                f"The reference {ref!r} matches no entry's fullUrl in this transaction "
+                "(a batch never resolves references between its entries)",
+                issues=[Issue(f"Unresolved reference {ref!r}", code="not-found")],
+            )
+        if bases.foreign(ref):
+            raise InvalidRequest(
+                f"The reference {ref!r} points into another partition; "
+                "cross-partition references are not supported"
+            )
+
+
+__all__ = [
+    "ORDER",
+    "Bases",
+    "Entry",
+    "check_references",
+    "etag_version",
+    "read_bundle",
+    "references",
+    "resource_bytes",
+    "rewrite_references",
+]

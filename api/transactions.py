@@ -1,0 +1,316 @@
+"""Batch and transaction Bundles: ``POST [base]`` with a Bundle of type batch or transaction.
+
+A transaction runs in one unit of work: every entry succeeds or none is stored. Entries run in the order the
+FHIR specification gives (DELETE, POST, PUT, GET/HEAD); ``urn:uuid:``/``urn:oid:`` (and other) fullUrls of
+created or updated resources are resolved, and references to them in other entries are rewritten to
+``Type/id`` in the client's bytes. A batch runs each entry in a unit of work of its own and reports each
+failure in that entry's ``response.outcome``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, request
+from werkzeug.http import HTTP_STATUS_CODES
+
+from api import service
+from api.bundles import render_bundle
+from api.errors import operation_outcome
+from api.http import base_url, fhir_response, json_body, prefer_return
+from api.transaction_entries import (
+    ORDER,
+    Bases,
+    Entry,
+    check_references,
+    etag_version,
+    read_bundle,
+    rewrite_references,
+)
+from core.errors import (
+    BulkheadError,
+    Gone,
+    InvalidRequest,
+    Issue,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+)
+from core.fhirdates import format_instant, parse_instant
+from storage import Database, StoredVersion, UnitOfWork
+
+log = logging.getLogger(__name__)
+bp = Blueprint("transactions", __name__)
+
+
+@dataclass
+class Result:
+    """What one entry did: a status, the version it wrote or read, or the error it met."""
+
+    status: int
+    stored: StoredVersion | None = None
+    created: bool = False
+    error: BulkheadError | None = None
+
+
+def _db() -> Database:
+    database: Database = current_app.extensions["bulkhead.db"]
+    return database
+
+
+def _roots() -> tuple[str, ...]:
+    configured = current_app.config["BULKHEAD_SETTINGS"].public_base_url
+    roots = [request.host_url.rstrip("/")]
+    if configured:
+        roots.insert(0, configured.rstrip("/"))
+    return tuple(dict.fromkeys(roots))
+
+
+def relabel(exc: BulkheadError, entry: Entry) -> BulkheadError:
+    """Return ``exc`` with its messages and locations naming the entry that failed."""
+    prefix = f"Bundle.entry[{entry.index}]"
+
+    def rebase(expression: str) -> str:
+        if entry.rtype and (expression == entry.rtype or expression.startswith(entry.rtype + ".")):
+            return f"{prefix}.resource{expression[len(entry.rtype) :]}"
+        if expression == "resourceType":
+            return f"{prefix}.resource.resourceType"
+        return expression
+
+    issues = [
+        Issue(
+            f"{entry.label}: {issue.diagnostics}",
+            code=issue.code,
+            severity=issue.severity,
+            expression=tuple(rebase(e) for e in issue.expression) or (prefix,),
+        )
+        for issue in exc.issues
+    ]
+    labelled = BulkheadError(f"{entry.label}: {exc.message}", issues=issues, retry_after=exc.retry_after)
+    labelled.status, labelled.code = exc.status, exc.code
+    return labelled
+
+
+def _matches(uow: UnitOfWork, rtype: str, query: str) -> list[StoredVersion]:
+    from api import conditional
+
+    finder = getattr(conditional, "find_matching", None)
+    if finder is None:
+        raise MethodNotAllowed(
+            "Conditional create (request.ifNoneExist) inside a batch or transaction is not supported yet"
+        )
+    found: list[StoredVersion] = list(finder(uow, rtype, query))
+    return found
+
+
+def _resolve_conditional(uow: UnitOfWork, entry: Entry) -> Result | None:
+    """Return the existing match of a conditional create, None when the entry must create."""
+    assert entry.rtype is not None and entry.if_none_exist is not None
+    query = entry.if_none_exist.split("?", 1)[-1]
+    found = _matches(uow, entry.rtype, query)
+    if not found:
+        return None
+    if len(found) > 1:
+        raise PreconditionFailed(
+            f"ifNoneExist {entry.if_none_exist!r} matches {len(found)} resources; it must match at most one"
+        )
+    entry.rid = found[0].resource_id
+    return Result(200, stored=found[0])
+
+
+def _read(uow: UnitOfWork, entry: Entry) -> Result:
+    assert entry.rtype is not None
+    if entry.rid is None:
+        raise MethodNotAllowed("Search inside a batch or transaction is not supported yet")
+    if entry.vid is not None:
+        stored = (
+            uow.resources.version(entry.rtype, entry.rid, int(entry.vid)) if entry.vid.isdigit() else None
+        )
+    else:
+        stored = uow.resources.current(entry.rtype, entry.rid)
+    if stored is None:
+        raise NotFound(f"{entry.rtype}/{entry.rid} is not known")
+    if stored.deleted:
+        raise Gone(f"{entry.rtype}/{entry.rid} was deleted")
+    if entry.if_none_match is not None and etag_version(entry.if_none_match) == stored.version:
+        return Result(304, stored=stored)
+    if entry.if_modified_since is not None:
+        since = parse_instant(entry.if_modified_since)
+        if stored.last_updated <= since:
+            return Result(304, stored=stored)
+    return Result(200, stored=stored)
+
+
+def _run(uow: UnitOfWork, entry: Entry) -> Result:
+    """Run one entry inside ``uow``."""
+    assert entry.rtype is not None
+    if entry.method == "DELETE":
+        assert entry.rid is not None
+        deleted = service.delete_in(uow, entry.rtype, entry.rid, if_match=entry.if_match)
+        return Result(204, stored=deleted)
+    if entry.method == "POST":
+        assert entry.raw is not None and entry.resource is not None
+        written = service.create_in(uow, entry.rtype, entry.raw, entry.resource, rid=entry.rid)
+        return Result(201, stored=written.stored, created=True)
+    if entry.method == "PUT":
+        assert entry.rid is not None and entry.raw is not None and entry.resource is not None
+        written = service.update_in(
+            uow, entry.rtype, entry.rid, entry.raw, entry.resource, if_match=entry.if_match
+        )
+        return Result(201 if written.created else 200, stored=written.stored, created=written.created)
+    return _read(uow, entry)
+
+
+def _prepare(entry: Entry, mapping: dict[str, str], bases: Bases) -> None:
+    """Rewrite resolved references in the entry's bytes, then refuse what remains unresolved or foreign."""
+    if entry.raw is None:
+        return
+    rewritten = rewrite_references(entry.raw, mapping)
+    if rewritten is not entry.raw and rewritten != entry.raw:
+        entry.raw, entry.resource = rewritten, orjson.loads(rewritten)
+    check_references(entry, bases)
+
+
+def _check_overlaps(entries: list[Entry]) -> None:
+    seen: dict[str, Entry] = {}
+    for entry in entries:
+        if entry.method in {"GET", "HEAD"} or entry.target is None:
+            continue
+        other = seen.get(entry.target)
+        if other is not None:
+            raise relabel(
+                InvalidRequest(
+                    f"{entry.target} is also written by Bundle.entry[{other.index}]; "
+                    "a transaction may touch each resource once"
+                ),
+                entry,
+            )
+        seen[entry.target] = entry
+
+
+def run_transaction(db: Database, partition: str, entries: list[Entry], bases: Bases) -> list[Result]:
+    """Run every entry in one unit of work; the first failure rolls everything back and is raised."""
+    for entry in entries:
+        if entry.problem is not None:
+            raise relabel(entry.problem, entry)
+        if entry.method == "POST" and entry.if_none_exist is None:
+            entry.rid = str(uuid.uuid4())
+    ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
+    results: dict[int, Result] = {}
+    with db.unit_of_work(partition) as uow:
+        current: Entry | None = None
+        try:
+            for current in (e for e in ordered if e.method == "DELETE"):
+                results[current.index] = _run(uow, current)
+            for current in (e for e in ordered if e.method == "POST" and e.if_none_exist is not None):
+                found = _resolve_conditional(uow, current)
+                if found is not None:
+                    results[current.index] = found
+                else:
+                    current.rid = str(uuid.uuid4())
+            current = None
+            _check_overlaps(entries)
+            mapping = {
+                e.full_url: e.target
+                for e in entries
+                if e.full_url and e.target and e.method in {"POST", "PUT"} and e.full_url != e.target
+            }
+            for current in entries:
+                _prepare(current, mapping, bases)
+            for current in (e for e in ordered if e.method != "DELETE" and e.index not in results):
+                results[current.index] = _run(uow, current)
+        except BulkheadError as exc:
+            raise relabel(exc, current) if current is not None else exc from None
+        uow.commit()
+    log.info("partition=%s transaction of %d entries committed", partition, len(entries))
+    return [results[e.index] for e in entries]
+
+
+def _run_alone(db: Database, partition: str, entry: Entry, bases: Bases) -> Result:
+    with db.unit_of_work(partition) as uow:
+        if entry.method == "POST" and entry.if_none_exist is not None:
+            found = _resolve_conditional(uow, entry)
+            if found is not None:
+                return found
+        _prepare(entry, {}, bases)
+        result = _run(uow, entry)
+        uow.commit()
+    return result
+
+
+def run_batch(db: Database, partition: str, entries: list[Entry], bases: Bases) -> list[Result]:
+    """Run each entry on its own; a failure is that entry's result and the others go on."""
+    results: dict[int, Result] = {}
+    for entry in sorted(entries, key=lambda e: (ORDER.get(e.method, 9), e.index)):
+        try:
+            if entry.problem is not None:
+                raise entry.problem
+            results[entry.index] = _run_alone(db, partition, entry, bases)
+        except BulkheadError as exc:
+            results[entry.index] = Result(exc.status, error=relabel(exc, entry))
+    failed = sum(1 for r in results.values() if r.error is not None)
+    log.info("partition=%s batch of %d entries, %d failed", partition, len(entries), failed)
+    return [results[e.index] for e in entries]
+
+
+def _status_line(status: int) -> str:
+    return f"{status} {HTTP_STATUS_CODES.get(status, '')}".strip()
+
+
+def render_response(kind: str, partition: str, entries: list[Entry], results: list[Result]) -> bytes:
+    """Serialise the batch-response or transaction-response Bundle."""
+    base = base_url(partition)
+    choice = prefer_return()
+    out: list[dict[str, Any]] = []
+    raws: list[bytes | None] = []
+    for entry, result in zip(entries, results, strict=True):
+        item: dict[str, Any] = {}
+        response: dict[str, Any] = {"status": _status_line(result.status)}
+        stored = result.stored
+        raw: bytes | None = None
+        if stored is not None:
+            path = f"{stored.resource_type}/{stored.resource_id}"
+            if not stored.deleted:
+                item["fullUrl"] = f"{base}/{path}"
+            if entry.method in {"POST", "PUT"}:
+                response["location"] = f"{base}/{path}/_history/{stored.version}"
+            response["etag"] = f'W/"{stored.version}"'
+            response["lastModified"] = format_instant(stored.last_updated)
+            show = entry.method != "HEAD" and result.status != 304 and stored.raw is not None
+            if entry.method in {"GET", "HEAD"} or choice == "representation":
+                raw = stored.raw if show else None
+            if choice == "OperationOutcome" and entry.method not in {"GET", "HEAD"}:
+                text = f"{entry.method} {path}: version {stored.version} ({_status_line(result.status)})"
+                response["outcome"] = operation_outcome(
+                    [Issue(text, code="informational", severity="information")]
+                )
+        if result.error is not None:
+            response["outcome"] = operation_outcome(result.error.issues)
+        if raw is not None:
+            item["resource"] = "__RAW__"
+        item["response"] = response
+        out.append(item)
+        raws.append(raw)
+    head = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": f"{kind}-response",
+        "link": [{"relation": "self", "url": base}],
+    }
+    return render_bundle(head, out, raws)
+
+
+@bp.post("/")
+def batch_or_transaction(partition: str) -> Response:
+    """Run a batch or transaction Bundle in the partition."""
+    raw, bundle = json_body()
+    settings = current_app.config["BULKHEAD_SETTINGS"]
+    bases = Bases(partition, _roots())
+    kind, entries = read_bundle(raw, bundle, bases, int(settings.max_transaction_entries))
+    runner = run_transaction if kind == "transaction" else run_batch
+    results = runner(_db(), partition, entries, bases)
+    return fhir_response(render_response(kind, partition, entries, results))
