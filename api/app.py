@@ -52,9 +52,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     if not settings.partitions_enabled and database.partitions_holding_data() > 1:
         raise RuntimeError("Partitions cannot be turned off: data lives in more than one partition")
 
-    from api import bulk_export, fhir, metadata, search_routes
+    from api import bulk_export, fhir, metadata, search_routes, transactions
 
-    blueprints = [metadata.bp, search_routes.bp, bulk_export.bp, fhir.bp]
+    blueprints = [metadata.bp, search_routes.bp, bulk_export.bp, fhir.bp, transactions.bp]
     for bp in blueprints:
         app.register_blueprint(bp, url_defaults={"partition": DEFAULT_PARTITION})
         if settings.partitions_enabled:
