@@ -2,6 +2,36 @@
 
 from __future__ import annotations
 
-from storage.search.index import index_resource, unindex_resource
+from storage.search.index import (
+    IndexRows,
+    index_resource,
+    index_rows_for,
+    unindex_resource,
+    unindex_resources,
+    write_index_rows,
+)
+from storage.search.registry import (
+    BoundParameter,
+    SearchParameterDef,
+    SearchRegistry,
+    builtin_registry,
+    parameters_for,
+    register_custom_source,
+    registry_for,
+)
 
-__all__ = ["index_resource", "unindex_resource"]
+__all__ = [
+    "BoundParameter",
+    "IndexRows",
+    "SearchParameterDef",
+    "SearchRegistry",
+    "builtin_registry",
+    "index_resource",
+    "index_rows_for",
+    "parameters_for",
+    "register_custom_source",
+    "registry_for",
+    "unindex_resource",
+    "unindex_resources",
+    "write_index_rows",
+]
