@@ -3,7 +3,7 @@
 - ``bench_database()``: a fresh, migrated database of the run's own (on the server BULKHEAD_TEST_DATABASE_URL
   names, else on an embedded PostgreSQL), dropped at the end; yields owner and application-role URLs.
 - ``api_server(database_url)``: the API under gunicorn with the flags ``bulkhead serve`` uses, on a free
-  loopback port; stopped at the end.
+  loopback port (its log in a temporary file, shown if it fails to start); stopped at the end.
 - ``timed()``, ``Latencies`` (p50 / p99), ``ratio()``, ``peak_rss()`` of a process tree.
 - ``machine()`` describes the machine; ``record(name, text)`` writes a benchmark's section of
   ``docs/benchmarks.md`` (between ``<!-- bench:NAME -->`` markers, so reruns replace it).
@@ -18,6 +18,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -107,13 +108,17 @@ def api_server(database_url: str, *, workers: int = 2, threads: int = 4) -> Iter
         "BULKHEAD_LOG_LEVEL": "WARNING",
     }
     argv = gunicorn_argv(port, workers=workers, threads=threads)
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, start_new_session=True)
+    log = tempfile.NamedTemporaryFile(prefix="bulkhead-bench-api-", suffix=".log")  # noqa: SIM115
+    proc = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"the API server exited with {proc.returncode}")
+                tail = Path(log.name).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the API server exited with {proc.returncode}:\n{tail}")
             try:
                 if requests.get(f"{base}/metadata", timeout=5).status_code == 200:
                     break
@@ -130,6 +135,7 @@ def api_server(database_url: str, *, workers: int = 2, threads: int = 4) -> Iter
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
