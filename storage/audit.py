@@ -51,6 +51,7 @@ audit_event = Table(
     Column("outcome", String(16)),
     Column("source_address", String(64)),
     Column("detail", Text),
+    implicit_returning=False,  # RETURNING would need read access, which only the admin path has
 )
 
 # Installed by storage.security.secure_schema once a ``job`` table exists. Reads the row as JSON so that it

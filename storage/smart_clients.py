@@ -98,5 +98,6 @@ def remember_assertion(database: Database, client_id: str, jti: str, expires_at:
             pg_insert(smart_assertion)
             .values(client_id=client_id, jti=jti, expires_at=expires_at)
             .on_conflict_do_nothing()
+            .returning(smart_assertion.c.jti)
         )
-        return bool(inserted.rowcount)
+        return inserted.first() is not None

@@ -1,0 +1,95 @@
+"""The audit trail: every request is recorded, and only administrators can read it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support.auth import AuthKeys, bearer
+from tests.support.fhir import base, put
+
+PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female"}
+
+
+def _events(client, auth_keys: AuthKeys, **query: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    response = client.get("/_audit", query_string=query, headers=bearer(auth_keys.admin()))
+    assert response.status_code == 200, response.data
+    body = response.get_json()
+    assert body["resourceType"] == "Bundle"
+    return [entry["resource"] for entry in body.get("entry", [])]
+
+
+def _partition_of(event: dict[str, Any]) -> str:
+    return next(e["valueString"] for e in event["extension"] if e["url"].endswith("/partition"))
+
+
+def test_every_request_is_recorded_with_partition_client_operation_resource_outcome_and_address(
+    secure_client, auth_keys, partition
+):
+    # Given a client writing then reading a resource from a known address
+    token = auth_keys.hs256([partition])
+    put(secure_client, f"{base(partition)}/Patient/p1", PATIENT, **bearer(token))
+    secure_client.get(
+        f"{base(partition)}/Patient/p1", headers=bearer(token), environ_base={"REMOTE_ADDR": "10.1.2.3"}
+    )
+    # When an administrator queries the partition's audit trail
+    events = _events(secure_client, auth_keys, partition=partition)
+    # Then both requests are there, newest first, with every field
+    operations = [e["subtype"][0]["code"] for e in events]
+    assert operations[:2] == ["read", "update"]
+    read = events[0]
+    assert _partition_of(read) == partition
+    assert read["agent"][0]["who"]["identifier"]["value"] == "test-client"
+    assert read["agent"][0]["network"]["address"] == "10.1.2.3"
+    assert read["outcome"] == "0"
+    assert read["outcomeDesc"] == "HTTP 200"
+    assert {"what": {"reference": "Patient/p1"}} in read["entity"]
+    assert read["action"] == "R"
+
+
+def test_refused_requests_are_recorded_as_denied(secure_client, auth_keys, partition, other_partition):
+    # Given a token for another partition used on this one
+    token = auth_keys.hs256([other_partition])
+    secure_client.get(f"{base(partition)}/Patient/p1", headers=bearer(token))
+    # When the audit trail of this partition is read
+    events = _events(secure_client, auth_keys, partition=partition)
+    # Then the refusal is there with its status
+    assert events[0]["outcomeDesc"] == "HTTP 403"
+    assert events[0]["outcome"] == "4"
+    assert events[0]["agent"][0]["who"]["identifier"]["value"] == "test-client"
+
+
+def test_a_tenant_cannot_read_the_audit_trail(secure_client, auth_keys, partition):
+    # Given a token for one partition with every scope
+    token = auth_keys.hs256([partition])
+    # When it asks for the audit trail, of its own partition or of all
+    own = secure_client.get("/_audit", query_string={"partition": partition}, headers=bearer(token))
+    everything = secure_client.get("/_audit", headers=bearer(token))
+    # Then both are forbidden
+    assert own.status_code == 403
+    assert everything.status_code == 403
+
+
+def test_the_audit_trail_pages_with_a_next_link(secure_client, auth_keys, partition):
+    # Given three requests in a partition
+    token = auth_keys.hs256([partition])
+    for _ in range(3):
+        secure_client.get(f"{base(partition)}/Patient/none", headers=bearer(token))
+    # When the trail is read two at a time
+    first = secure_client.get(
+        "/_audit", query_string={"partition": partition, "_count": "2"}, headers=bearer(auth_keys.admin())
+    ).get_json()
+    next_url = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    second = secure_client.get(next_url, headers=bearer(auth_keys.admin())).get_json()
+    # Then the pages do not overlap and together hold the three requests
+    ids = [e["resource"]["id"] for e in first["entry"]] + [e["resource"]["id"] for e in second["entry"]]
+    assert len(ids) == len(set(ids)) == 3
+
+
+def test_bad_audit_query_parameters_are_a_bad_request(secure_client, auth_keys):
+    # Given an administrator
+    # When the count or the time is malformed
+    count = secure_client.get("/_audit?_count=many", headers=bearer(auth_keys.admin()))
+    since = secure_client.get("/_audit?since=yesterday", headers=bearer(auth_keys.admin()))
+    # Then each is a 400
+    assert count.status_code == 400
+    assert since.status_code == 400

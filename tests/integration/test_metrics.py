@@ -1,0 +1,77 @@
+"""``/metrics``: requests by partition and route, job and resource counters, for Prometheus."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from core.metrics import count_resources
+from tests.support.auth import bearer
+from tests.support.fhir import base
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    out = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                out.append((sample.labels, sample.value))
+    return out
+
+
+def test_requests_are_counted_and_timed_by_partition_and_route(client, partition):
+    # Given two reads in a partition
+    for _ in range(2):
+        client.get(f"{base(partition)}/Patient/nobody")
+    # When Prometheus scrapes
+    response = client.get("/metrics")
+    # Then the requests appear under the partition and the route template, with their latency
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    counts = _samples(text, "bulkhead_http_requests_total")
+    mine = [v for labels, v in counts if labels["partition"] == partition]
+    assert mine == [2.0]
+    routes = {labels["route"] for labels, _ in counts if labels["partition"] == partition}
+    assert routes == {"/<rtype:rtype>/<rid>"}
+    latency = _samples(text, "bulkhead_http_request_duration_seconds_count")
+    assert [v for labels, v in latency if labels["partition"] == partition] == [2.0]
+
+
+def test_resources_processed_by_workers_appear_per_partition(client, partition):
+    # Given a worker that exported 42 resources of the partition
+    count_resources("export", partition, 42)
+    # When Prometheus scrapes
+    text = client.get("/metrics").get_data(as_text=True)
+    # Then the counter shows them
+    samples = _samples(text, "bulkhead_resources_processed_total")
+    assert ({"operation": "export", "partition": partition}, 42.0) in samples
+
+
+def test_job_gauges_are_always_exposed(client):
+    # Given the server
+    # When Prometheus scrapes
+    text = client.get("/metrics").get_data(as_text=True)
+    # Then the job gauges are declared (with values once jobs exist)
+    assert "# TYPE bulkhead_jobs gauge" in text
+    assert "# TYPE bulkhead_queue_oldest_age_seconds gauge" in text
+
+
+def test_unmatched_paths_do_not_create_new_label_values(client):
+    # Given requests to many random paths
+    for i in range(3):
+        client.get(f"/no/such/path/{i}")
+    # When Prometheus scrapes
+    text = client.get("/metrics").get_data(as_text=True)
+    # Then they share one label set
+    routes = {labels["route"] for labels, _ in _samples(text, "bulkhead_http_requests_total")}
+    assert not any(r.startswith("/no/") for r in routes)
+    assert "unmatched" in routes
+
+
+def test_metrics_need_an_administrator_when_authentication_is_on(secure_client, auth_keys, partition):
+    # Given a tenant token and an administrator token
+    # When each scrapes
+    tenant = secure_client.get("/metrics", headers=bearer(auth_keys.hs256([partition])))
+    admin = secure_client.get("/metrics", headers=bearer(auth_keys.admin()))
+    # Then only the administrator gets the metrics
+    assert tenant.status_code == 403
+    assert admin.status_code == 200
