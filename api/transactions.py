@@ -41,6 +41,7 @@ from core.errors import (
     PreconditionFailed,
 )
 from core.fhirdates import format_instant, parse_instant
+from core.fhirjson import dumps
 from storage import Database, StoredVersion, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -301,6 +302,8 @@ def render_response(kind: str, partition: str, entries: list[Entry], results: li
         "type": f"{kind}-response",
         "link": [{"relation": "self", "url": base}],
     }
+    if not out:
+        return dumps(head)
     return render_bundle(head, out, raws)
 
 
