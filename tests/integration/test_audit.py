@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from tests.support.auth import AuthKeys, bearer
@@ -93,3 +94,33 @@ def test_bad_audit_query_parameters_are_a_bad_request(secure_client, auth_keys):
     # Then each is a 400
     assert count.status_code == 400
     assert since.status_code == 400
+
+
+def _job_row(conn, job_id: str, partition: str, status: str) -> None:  # type: ignore[no-untyped-def]
+    conn.execute(
+        "INSERT INTO job (id, group_id, kind, partition, definition, definition_hash, status, max_attempts) "
+        "VALUES (%s, %s, 'export', %s, '{}', repeat('0', 64), %s, 3)",
+        (job_id, job_id, partition, status),
+    )
+
+
+def test_every_job_state_change_is_recorded_whatever_code_made_it(
+    secure_client, auth_keys, database_url, partition
+):
+    # Given a job created and moved through its states by the application role, with a heartbeat in between
+    import psycopg
+
+    from storage.db import libpq_url
+
+    job_id = secrets.token_hex(8)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        _job_row(conn, job_id, partition, "queued")
+        conn.execute("UPDATE job SET status = 'running', worker = 'w-1' WHERE id = %s", (job_id,))
+        conn.execute("UPDATE job SET heartbeat_at = now() WHERE id = %s", (job_id,))
+        conn.execute("UPDATE job SET status = 'completed' WHERE id = %s", (job_id,))
+    # When an administrator reads the job's audit trail
+    events = _events(secure_client, auth_keys, job=job_id)
+    # Then each state change is there once, oldest last, with the partition and the worker
+    assert [e["subtype"][0]["code"] for e in events] == ["job.completed", "job.running", "job.queued"]
+    assert all(_partition_of(e) == partition for e in events)
+    assert events[1]["agent"][0]["who"]["identifier"]["value"] == "w-1"

@@ -75,3 +75,39 @@ def test_metrics_need_an_administrator_when_authentication_is_on(secure_client, 
     # Then only the administrator gets the metrics
     assert tenant.status_code == 403
     assert admin.status_code == 200
+
+
+def test_jobs_by_kind_status_and_partition_and_the_oldest_queued_age_are_exposed(
+    client, database_url, partition
+):
+    # Given a queued job created a minute ago and a running one in the partition
+    import secrets
+
+    import psycopg
+
+    from storage.db import libpq_url
+
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        for status, age in (("queued", "60 seconds"), ("running", "0 seconds")):
+            job_id = secrets.token_hex(8)
+            conn.execute(
+                "INSERT INTO job (id, group_id, kind, partition, definition, definition_hash, status, "
+                "max_attempts, created_at) VALUES (%s, %s, 'export', %s, '{}', repeat('0', 64), %s, 3, "
+                "now() - %s::interval)",
+                (job_id, job_id, partition, status, age),
+            )
+    # When Prometheus scrapes
+    text = client.get("/metrics").get_data(as_text=True)
+    # Then the partition's jobs are counted by status, and the queue shows its oldest age
+    jobs = {
+        (labels["status"]): v
+        for labels, v in _samples(text, "bulkhead_jobs")
+        if labels["partition"] == partition
+    }
+    assert jobs == {"queued": 1.0, "running": 1.0}
+    oldest = [
+        v for labels, v in _samples(text, "bulkhead_queue_oldest_age_seconds") if labels["kind"] == "export"
+    ]
+    assert oldest and oldest[0] >= 59
+    depth = [v for labels, v in _samples(text, "bulkhead_queue_depth") if labels["kind"] == "export"]
+    assert depth and depth[0] >= 1
