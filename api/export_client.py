@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import requests
 from tqdm import tqdm
 
-_FRACTION = re.compile(r"(\d+)\s*/\s*(\d+)")
+_FRACTION = re.compile(r"(\d+)\s*(?:/|of)\s*(\d+)")
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 
 
@@ -51,7 +51,7 @@ def _outcome_text(response: requests.Response) -> str:
 
 
 def progress_fraction(text: str) -> float | None:
-    """Return the fraction done that an X-Progress header states ("3/10 ...", "30%"), if it states one."""
+    """Return the fraction done an X-Progress header states ("3/10", "3 of 10 parts", "30%"), if any."""
     m = _FRACTION.search(text)
     if m and int(m.group(2)) > 0:
         return min(1.0, int(m.group(1)) / int(m.group(2)))

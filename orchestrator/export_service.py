@@ -79,7 +79,7 @@ def status(db: Database, partition: str, job_id: str, *, kind: str) -> ExportSta
     view = _service().status(db, partition, job_id)
     if view is None or _get(view, "kind", kind) != kind:
         raise NotFound(f"No {kind} job {job_id} in this partition")
-    state = str(_get(view, "status"))
+    state = str(_get(view, "state", None) or _get(view, "status"))
     error = _get(view, "error")
     return ExportStatus(
         job_id=job_id,
