@@ -48,6 +48,15 @@ class Settings:
     job_stale_seconds: float = 60.0
     job_max_attempts: int = 5
     job_expiry_hours: int = 24
+    # Job machinery (see docs/architecture.md "Job machinery" and docs/operations.md).
+    queue_namespace: str = "bulkhead"
+    job_modules: str = ""
+    job_sweep_seconds: float = 5.0
+    job_retry_backoff_seconds: float = 2.0
+    job_retry_backoff_max_seconds: float = 60.0
+    job_message_retries: int = 3
+    job_time_limit_seconds: float = 6 * 3600.0
+    orchestrator_threads: int = 2
     presigned_urls: bool = False
     log_level: str = "INFO"
     log_json: bool = False
