@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from core.errors import InvalidRequest, Unprocessable
+from core.fhirdates import format_instant
+from core.fhirjson import dump_with
 from core.fhirpath_nav import ElementInfo, Node, child_info, choice_names, is_primitive, navigate, split_path
 
 TYPES = ("add", "insert", "delete", "replace", "move", "upsert")
@@ -310,3 +313,20 @@ def _guard(node: Node, op: PatchOperation) -> None:
         raise Unprocessable(f"{op.type} {op.path!r}: the resource itself cannot be patched")
     if node.key in _FORBIDDEN_ROOT and node.info.path.count(".") == 1:
         raise Unprocessable(f"{op.type} {op.path!r}: {node.key} cannot be patched")
+
+
+def patched_bytes(
+    raw: bytes, before: dict[str, Any], after: dict[str, Any], version: int, when: datetime
+) -> bytes:
+    """Return the stored form of a patched resource: members the patch left alone keep their stored bytes."""
+    meta = dict(after.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = format_instant(when)
+    top: dict[str, Any] = {"id": after.get("id"), "meta": meta}
+    for key, value in after.items():
+        if key not in ("resourceType", "id", "meta") and before.get(key) != value:
+            top[key] = value
+    for key in before:
+        if key not in after:
+            top[key] = None
+    return dump_with(raw, before, **top)
