@@ -149,14 +149,17 @@ def _items(text: str, i: int) -> list[tuple[int, int]]:
 def resource_bytes(raw: bytes, count: int) -> list[bytes | None]:
     """Return the client's bytes of each entry's ``resource`` of a Bundle body (None where absent)."""
     text = raw.decode("utf-8")
-    spans = _members(text, 0)
     out: list[bytes | None] = [None] * count
-    if "entry" not in spans:
-        return out
-    for n, (start, _end) in enumerate(_items(text, spans["entry"][0])[:count]):
-        member = _members(text, start).get("resource")
-        if member is not None:
-            out[n] = text[member[0] : member[1]].encode("utf-8")
+    try:
+        spans = _members(text, 0)
+        if "entry" not in spans:
+            return out
+        for n, (start, _end) in enumerate(_items(text, spans["entry"][0])[:count]):
+            member = _members(text, start).get("resource")
+            if member is not None:
+                out[n] = text[member[0] : member[1]].encode("utf-8")
+    except RecursionError:
+        raise InvalidRequest("The Bundle is nested too deeply") from None
     return out
 
 

@@ -23,6 +23,9 @@ from core.errors import Issue
 
 MAX_ISSUES = 100
 MAX_STRING = 1024 * 1024
+# Objects nested deeper than this are refused: the deepest official R4 example nests 12 objects, and
+# serialisers (orjson stops at 254 levels) and recursive validators need a bound.
+MAX_DEPTH = 64
 _INT32 = 2**31 - 1
 
 
@@ -149,6 +152,9 @@ def _primitive(walk: Walk, value: Any, ftype: str, where: str, element: Element)
     if not value:
         walk.add(where, "empty strings are not allowed; leave the element out")
         return
+    if "\x00" in value:
+        walk.add(where, "the character U+0000 (NUL) is not allowed", code="value")
+        return
     if len(value) > MAX_STRING and ftype in {"string", "markdown"}:
         walk.add(where, f"the {ftype} is longer than 1 MiB")
         return
@@ -163,7 +169,7 @@ def _primitive(walk: Walk, value: Any, ftype: str, where: str, element: Element)
         walk.add(where, f"unknown code {_describe(value)} (required binding)", code="code-invalid")
 
 
-def _value(walk: Walk, value: Any, element: Element, where: str, in_contained: bool) -> None:
+def _value(walk: Walk, value: Any, element: Element, where: str, in_contained: bool, depth: int) -> None:
     ftype = element.type
     if value is None:
         walk.add(where, "null is not allowed; leave the element out")
@@ -174,28 +180,29 @@ def _value(walk: Walk, value: Any, element: Element, where: str, in_contained: b
         if element.name == "contained" and in_contained:
             walk.add(where, "a contained resource cannot contain resources")
             return
-        resource_issues(value, where, walk, in_contained=element.name == "contained" or in_contained)
+        contained = element.name == "contained" or in_contained
+        resource_issues(value, where, walk, in_contained=contained, depth=depth + 1)
     elif ftype[0].islower():
         _primitive(walk, value, ftype, where, element)
     elif not isinstance(value, dict):
         walk.add(where, f"expected a JSON object ({ftype}), got {_describe(value)}")
     else:
-        _complex(walk, value, ftype, where, in_contained)
+        _complex(walk, value, ftype, where, in_contained, depth + 1)
 
 
-def _extensions(walk: Walk, value: Any, where: str, in_contained: bool) -> bool:
+def _extensions(walk: Walk, value: Any, where: str, in_contained: bool, depth: int) -> bool:
     """Check a primitive's extension object (``_given``); return whether it is present."""
     if value is None:
         return False
     if not isinstance(value, dict):
         walk.add(where, "a primitive extension must be a JSON object")
         return True
-    _complex(walk, value, "Element", where, in_contained)
+    _complex(walk, value, "Element", where, in_contained, depth + 1)
     return True
 
 
 def _primitive_extension(
-    walk: Walk, obj: dict[str, Any], key: str, element: Element, where: str, in_contained: bool
+    walk: Walk, obj: dict[str, Any], key: str, element: Element, where: str, in_contained: bool, depth: int
 ) -> None:
     ext = obj[key]
     values = obj.get(key[1:])
@@ -203,7 +210,7 @@ def _primitive_extension(
         if ext is None:
             walk.add(where, "null is not allowed; leave the element out")
         else:
-            _extensions(walk, ext, where, in_contained)
+            _extensions(walk, ext, where, in_contained, depth)
         return
     if not isinstance(ext, list):
         walk.add(where, "expected an array (the element repeats)")
@@ -212,12 +219,15 @@ def _primitive_extension(
         walk.add(where, "empty arrays are not allowed; leave the element out")
     if isinstance(values, list) and len(values) != len(ext):
         walk.add(where, f"has {len(ext)} items but {key[1:]} has {len(values)}; they must align")
-    present = [_extensions(walk, item, f"{where}[{i}]", in_contained) for i, item in enumerate(ext)]
+    present = [_extensions(walk, item, f"{where}[{i}]", in_contained, depth) for i, item in enumerate(ext)]
     if not any(present):
         walk.add(where, "an array of nulls is not allowed; leave the element out")
 
 
-def _complex(walk: Walk, obj: dict[str, Any], tname: str, where: str, in_contained: bool) -> None:
+def _complex(walk: Walk, obj: dict[str, Any], tname: str, where: str, in_contained: bool, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        walk.add(where, f"elements are nested more than {MAX_DEPTH} levels deep", code="too-costly")
+        return
     typedef = definitions().types.get(tname)
     if typedef is None:
         walk.add(where, f"no definition for the type {tname}", code="not-supported")
@@ -233,7 +243,7 @@ def _complex(walk: Walk, obj: dict[str, Any], tname: str, where: str, in_contain
         if element is None:
             base = members.get(key[1:]) if key.startswith("_") else None
             if base is not None and base.extensible:
-                _primitive_extension(walk, obj, key, base, here, in_contained)
+                _primitive_extension(walk, obj, key, base, here, in_contained, depth)
                 present.setdefault(base.name, key[1:])
             elif key == "resourceType" and tname in definitions().resources:
                 continue
@@ -256,13 +266,13 @@ def _complex(walk: Walk, obj: dict[str, Any], tname: str, where: str, in_contain
             for i, item in enumerate(value):
                 if item is None and isinstance(ext, list) and i < len(ext) and ext[i] is not None:
                     continue
-                _value(walk, item, element, f"{here}[{i}]", in_contained)
+                _value(walk, item, element, f"{here}[{i}]", in_contained, depth)
             if element.type == "Resource":
                 walk.nested.extend((f"{here}[{i}]", r) for i, r in enumerate(value) if isinstance(r, dict))
         elif isinstance(value, list):
             walk.add(here, "expected a single value, not an array")
         else:
-            _value(walk, value, element, here, in_contained)
+            _value(walk, value, element, here, in_contained, depth)
             if element.type == "Resource" and isinstance(value, dict):
                 walk.nested.append((here, value))
     for name in typedef.required:
@@ -271,7 +281,7 @@ def _complex(walk: Walk, obj: dict[str, Any], tname: str, where: str, in_contain
 
 
 def resource_issues(
-    resource: dict[str, Any], where: str | None, walk: Walk, *, in_contained: bool = False
+    resource: dict[str, Any], where: str | None, walk: Walk, *, in_contained: bool = False, depth: int = 0
 ) -> None:
     """Walk one resource (top level or nested at ``where``) and record its problems in ``walk``."""
     rtype = resource.get("resourceType")
@@ -281,7 +291,7 @@ def resource_issues(
     if rtype not in definitions().resources:
         walk.add(where or "resourceType", f"unknown resourceType {_describe(rtype)}", code="not-supported")
         return
-    _complex(walk, resource, rtype, where or rtype, in_contained)
+    _complex(walk, resource, rtype, where or rtype, in_contained, depth)
 
 
 def walk_resource(resource: dict[str, Any]) -> Walk:
