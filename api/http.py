@@ -8,6 +8,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from flask import Response, current_app, request
+from werkzeug.exceptions import NotAcceptable
 
 from core.errors import InvalidRequest, Issue, PreconditionFailed, UnsupportedMediaType
 from core.fhirjson import dumps, parse_object
@@ -16,6 +17,9 @@ from storage import StoredVersion
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
+_JSON_FORMATS = {"json", *_JSON_TYPES}
+# Blueprints that answer FHIR resources; others (bulk data files, status) negotiate on their own.
+FHIR_BLUEPRINTS = frozenset({"fhir", "search", "metadata", "transactions"})
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
 
@@ -39,6 +43,26 @@ def json_body() -> tuple[bytes, dict[str, Any]]:
     if not raw.strip():
         raise InvalidRequest("The request body is empty")
     return raw, parse_object(raw)
+
+
+def negotiate_format() -> None:
+    """Refuse (406) a FHIR request whose ``_format`` or ``Accept`` asks for anything but JSON."""
+    if (request.blueprint or "").removeprefix("p_") not in FHIR_BLUEPRINTS:
+        return
+    fmt = request.args.get("_format")
+    if fmt is not None:
+        # A literal "+" in a query string arrives as a space (application/fhir+json).
+        if fmt.split(";")[0].strip().replace(" ", "+").lower() not in _JSON_FORMATS:
+            raise NotAcceptable(f"_format={fmt!r} is not supported; this server speaks application/fhir+json")
+        return
+    if (
+        request.headers.get("Accept", "").strip()
+        and request.accept_mimetypes.best_match(sorted(_JSON_TYPES)) is None
+    ):
+        raise NotAcceptable(
+            f"Accept {request.headers['Accept']!r} names no format this server speaks; "
+            "ask for application/fhir+json or application/json"
+        )
 
 
 def if_match_version() -> int | None:
