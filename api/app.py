@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BaseConverter
 
 from api.errors import register_error_handlers
+from api.http import negotiate_format
 from core.errors import InvalidRequest, NotFound
 from core.fhirtypes import resource_types
 from core.partition import DEFAULT_PARTITION, validate_partition_name
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             app.register_blueprint(bp, url_prefix="/partitions/<partition>", name=f"p_{bp.name}")
     app.register_blueprint(metadata.admin_bp)
     app.url_value_preprocessor(_check_partition)
+    app.before_request(negotiate_format)
     register_error_handlers(app)
     from api.auth_install import install_security
 
