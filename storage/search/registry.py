@@ -43,6 +43,8 @@ class SearchParameterDef:
     component: tuple[str, ...] = ()
     multiple_or: bool | None = None
     multiple_and: bool | None = None
+    #: False while a partition's custom parameter is indexed on writes but its reindex has not completed.
+    ready: bool = True
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SearchParameterDef:
@@ -102,7 +104,7 @@ class BoundParameter:
     @property
     def searchable(self) -> bool:
         """Return whether Bulkhead answers searches on this parameter."""
-        return self.indexed or self.code in RESOURCE_COLUMNS
+        return (self.indexed and self.definition.ready) or self.code in RESOURCE_COLUMNS
 
     def targets(self) -> tuple[str, ...]:
         """Return the resource types a reference parameter may point at."""
