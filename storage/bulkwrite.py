@@ -13,7 +13,9 @@ How a batch is written, inside the caller's unit of work (so the partition is se
    FROM`` into a table under row-level security, and the temporary table has neither policies nor indexes;
 3. one ``INSERT INTO resource … SELECT … FROM`` the staging table, which the partition policy checks row by
    row (a row of another partition is refused, not written);
-4. the search-index rows of the batch (see ``_index_batch``).
+4. the search-index rows of the batch, extracted by ``storage.search.index_rows_for`` (the partition's own
+   search parameters included) and written the same way, one staging table per side table
+   (``storage/staging.py``), unless ``index=False`` (a trusted load whose partition is reindexed later).
 
 Memory stays bounded whatever the input size: ``write_new_resources`` pulls the input lazily and holds at
 most one batch (``batch_rows`` resources or ``batch_bytes`` of raw JSON, whichever comes first).
@@ -42,15 +44,18 @@ from core.fhirtypes import resource_types
 from core.partition import validate_partition_name
 from core.validation import ID_PATTERN
 from storage.database import Database
+from storage.search import IndexRows, index_rows_for, registry_for
+from storage.search.tables import INDEX_TABLES
+from storage.staging import ensure_stages, insert_rows
 from storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 STAGE_TABLE = "bulkhead_resource_stage"
 _STAGE_DDL = (
-    f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} ("
+    f"DO $$ BEGIN IF to_regclass('pg_temp.{STAGE_TABLE}') IS NULL THEN CREATE TEMPORARY TABLE {STAGE_TABLE} ("
     "surrogate_id bigint NOT NULL, resource_type varchar(64) NOT NULL, resource_id varchar(64) NOT NULL, "
-    "last_updated timestamptz NOT NULL, raw text NOT NULL) ON COMMIT DELETE ROWS"
+    "last_updated timestamptz NOT NULL, raw text NOT NULL) ON COMMIT DELETE ROWS; END IF; END $$"
 )
 _STAGE_COPY = f"COPY {STAGE_TABLE} (surrogate_id, resource_type, resource_id, last_updated, raw) FROM STDIN"
 _MOVE = (
@@ -157,14 +162,25 @@ def _connection(uow: UnitOfWork) -> psycopg.Connection[Any]:
 
 
 def _index_batch(
-    uow: UnitOfWork, partition_id: int, batch: Sequence[NewResource], sids: Sequence[int]
-) -> None:
-    """Write the search-index rows of a batch.
-
-    PENDING: the search module's bulk API (``index_rows_for`` + ``write_index_rows``) is not in place yet;
-    until it is, bulk-written resources carry no search-index rows (reads, history and export see them;
-    search does not).
-    """
+    cur: psycopg.Cursor[Any],
+    uow: UnitOfWork,
+    partition_id: int,
+    batch: Sequence[NewResource],
+    sids: Sequence[int],
+) -> int:
+    """Write the search-index rows of a batch (the partition's own search parameters included)."""
+    registry = registry_for(uow.session, partition_id)
+    rows = IndexRows()
+    for sid, item in zip(sids, batch, strict=True):
+        index_rows_for(
+            item.resource_type, sid, partition_id, dict(item.resource), registry=registry, into=rows
+        )
+    present = {kind: table_rows for kind, table_rows in rows.by_table.items() if table_rows}
+    ensure_stages(cur, [INDEX_TABLES[kind].name for kind in present])
+    for kind, table_rows in present.items():
+        table = INDEX_TABLES[kind]
+        insert_rows(cur, table.name, [c.name for c in table.columns], table_rows)
+    return len(rows)
 
 
 def _existing(cur: psycopg.Cursor[Any], partition_id: int) -> list[str]:
@@ -188,11 +204,12 @@ def _first_repeat(batch: Sequence[NewResource]) -> str | None:
     return None
 
 
-def copy_new_resources(uow: UnitOfWork, batch: Sequence[NewResource]) -> list[int]:
+def copy_new_resources(uow: UnitOfWork, batch: Sequence[NewResource], *, index: bool = True) -> list[int]:
     """Insert one batch of new resources in the unit of work's transaction; return their surrogate ids.
 
-    Creates the partition if needed. Raises ``Conflict`` naming the resources at fault, and writes nothing of
-    the batch, if a resource already exists in the partition or appears twice.
+    Creates the partition if needed and, with ``index``, writes the search-index rows. Raises ``Conflict``
+    naming the resources at fault, and writes nothing of the batch, if a resource already exists in the
+    partition or appears twice.
     """
     if not batch:
         return []
@@ -223,7 +240,8 @@ def copy_new_resources(uow: UnitOfWork, batch: Sequence[NewResource]) -> list[in
                 f"Already in partition {uow.partition!r}, and the bulk writer only creates: {what}"
             ) from None
         cur.execute(f"RELEASE SAVEPOINT bulkhead_move; TRUNCATE {STAGE_TABLE}")
-    _index_batch(uow, pid, batch, sids)
+        if index:
+            _index_batch(cur, uow, pid, batch, sids)
     return sids
 
 
@@ -251,18 +269,20 @@ def write_new_resources(
     batch_rows: int = 5000,
     batch_bytes: int = 16 * 1024 * 1024,
     on_batch: Callable[[Sequence[NewResource]], None] | None = None,
+    index: bool = True,
 ) -> BulkResult:
     """Create every resource of a stream in ``partition``, one transaction per batch; return the counts.
 
     Batches committed before a failure stay written (each is whole: a resource is never half-written).
-    ``on_batch`` is called after each commit with the resources of that batch.
+    ``on_batch`` is called after each commit with the resources of that batch. ``index=False`` writes no
+    search-index rows: only for a load whose partition is reindexed afterwards.
     """
     validate_partition_name(partition)
     result = BulkResult()
     started = time.perf_counter()
     with database.unit_of_work(partition) as uow:
         for batch in batches(resources, batch_rows=batch_rows, batch_bytes=batch_bytes):
-            copy_new_resources(uow, batch)
+            copy_new_resources(uow, batch, index=index)
             uow.commit()
             result.add(batch)
             if on_batch is not None:

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from core.errors import Conflict, InvalidRequest
 from core.synthetic import generate
 from storage import Database, NewResource, stamp_new, write_new_resources
+from storage.search.tables import INDEX_TABLES
 from tests.support.fhir import put
 
 
@@ -148,3 +150,36 @@ def test_the_writer_streams_its_input_holding_at_most_one_batch(
     assert written == len(items)
     assert len(lead) == -(-len(items) // 25)
     assert max(lead) == 0
+
+
+def _index_rows(database: Database, partition: str, rtype: str, rid: str) -> set[tuple[Any, ...]]:
+    """Return a resource's search-index rows without partition and surrogate ids."""
+    with database.unit_of_work(partition) as uow:
+        stored = uow.resources.current(rtype, rid)
+        pid = uow.resources.partition_id()
+        assert stored is not None and pid is not None
+        found: set[tuple[Any, ...]] = set()
+        for kind, table in INDEX_TABLES.items():
+            rows = uow.session.execute(
+                select(table).where(table.c.partition_id == pid, table.c.surrogate_id == stored.surrogate_id)
+            ).all()
+            found |= {(kind, row.resource_type, row.param, *tuple(row)[4:]) for row in rows}
+        return found
+
+
+def test_bulk_written_resources_get_the_same_search_index_rows_as_rest_writes(
+    database: Database, client: FlaskClient, partition: str, other_partition: str
+) -> None:
+    # Given a patient and an observation written through the REST API in one partition
+    items = [i for i in _stamped(1, seed=24) if i.resource_type in {"Patient", "Observation"}][:2]
+    for item in items:
+        path = f"/partitions/{other_partition}/{item.resource_type}/{item.resource_id}"
+        assert put(client, path, dict(item.resource)).status_code == 201
+    # When the same resources are bulk-written into another partition
+    write_new_resources(database, partition, iter(items))
+    # Then each has the same index rows in both partitions, and there are some
+    for item in items:
+        bulk = _index_rows(database, partition, item.resource_type, item.resource_id)
+        rest = _index_rows(database, other_partition, item.resource_type, item.resource_id)
+        assert bulk == rest
+        assert len(bulk) > 5
