@@ -134,3 +134,39 @@ def hmac_with_public_key(claims: dict[str, Any], public_pem: bytes, kid: str = "
 def bearer(token: str) -> dict[str, str]:
     """Return an Authorization header."""
     return {"Authorization": f"Bearer {token}"}
+
+
+def _tampered(auth_keys: AuthKeys, partition: str) -> str:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return jwt.encode(auth_keys.claims([partition]), other, algorithm="RS256", headers={"kid": "rsa-1"})
+
+
+BAD_TOKENS = {
+    "expired": lambda k, p: k.hs256([p], lifetime=-3600),
+    "not yet valid": lambda k, p: jwt.encode({**k.claims([p]), "nbf": k.claims([p])["iat"] + 3600}, k.secret),
+    "wrong issuer": lambda k, p: k.hs256([p], iss="https://evil.test"),
+    "wrong audience": lambda k, p: k.hs256([p], aud="https://elsewhere.test"),
+    "no expiry": lambda k, p: jwt.encode({c: v for c, v in k.claims([p]).items() if c != "exp"}, k.secret),
+    "unsigned alg none": lambda k, p: unsigned_token(k.claims([p])),
+    "wrong secret": lambda k, p: jwt.encode(k.claims([p]), "another-secret-" + "f" * 64),
+    "signed by an unknown RSA key": _tampered,
+    "HMAC with the RSA public key": lambda k, p: hmac_with_public_key(
+        k.claims([p]),
+        k.rsa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    ),
+    "RS256 header on the EC key": lambda k, p: _swap_header(k.es256([p]), {"alg": "RS256", "kid": "ec-1"}),
+    "HS512": lambda k, p: jwt.encode(k.claims([p]), k.secret, algorithm="HS512"),
+    "oversized": lambda k, p: k.hs256([p], padding="x" * 9000),
+    "garbage": lambda k, p: "not.a.jwt",
+}
+
+
+def _swap_header(token: str, header: dict[str, str]) -> str:
+    import json
+
+    from tests.support.auth import b64url
+
+    _h, payload, signature = token.split(".")
+    return ".".join([b64url(json.dumps({**header, "typ": "JWT"}).encode()), payload, signature])

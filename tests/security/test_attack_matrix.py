@@ -1,0 +1,340 @@
+"""The attack matrix: with authentication on, partition B's token against everything of partition A.
+
+Partitions A (the victim) and B (the attacker) hold resources with identical ids. Every case checks the
+status, that the body is an OperationOutcome (for refusals), that nothing of A appears in the answer, and,
+at the end of each test, that A's stored rows are exactly as before.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+
+from storage.db import libpq_url
+from tests.support.auth import BAD_TOKENS, AuthKeys, bearer
+from tests.support.fhir import FHIR, base
+
+SECRET = "SECRET-OF-A"
+
+
+@dataclass(frozen=True)
+class Arena:
+    """The victim's and the attacker's partitions and the attacker's token."""
+
+    victim: str
+    attacker: str
+    token: str
+
+
+def _snapshot(owner_database_url: str, partition: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(libpq_url(owner_database_url)) as conn:
+        return conn.execute(
+            "SELECT r.resource_type, r.resource_id, r.version, r.is_history, r.is_deleted, r.raw "
+            "FROM resource r JOIN partition p ON p.id = r.partition_id WHERE p.name = %s "
+            "ORDER BY r.surrogate_id",
+            (partition,),
+        ).fetchall()
+
+
+def _seed(client, auth_keys: AuthKeys, partition: str, marker: str) -> None:  # type: ignore[no-untyped-def]
+    admin = {**bearer(auth_keys.admin()), "Content-Type": FHIR}
+    patient = {
+        "resourceType": "Patient",
+        "id": "same",
+        "identifier": [{"system": "urn:test", "value": f"id-{marker}"}],
+        "name": [{"family": marker, "given": [marker]}],
+        "gender": "female",
+        "birthDate": "1970-01-01",
+    }
+    for version in range(2):
+        body = {**patient, "active": bool(version)}
+        assert client.put(f"{base(partition)}/Patient/same", json=body, headers=admin).status_code in {
+            200,
+            201,
+        }
+    observation = {
+        "resourceType": "Observation",
+        "id": "obs",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}], "text": marker},
+        "subject": {"reference": "Patient/same"},
+        "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+        "effectiveDateTime": "2020-01-01T00:00:00Z",
+    }
+    assert (
+        client.put(f"{base(partition)}/Observation/obs", json=observation, headers=admin).status_code == 201
+    )
+
+
+@pytest.fixture
+def arena(secure_client, auth_keys, owner_database_url, partition, other_partition) -> Iterator[Arena]:
+    """Seed A and B with identical ids; yield them with B's all-powerful token; check A is unchanged after."""
+    _seed(secure_client, auth_keys, partition, SECRET)
+    _seed(secure_client, auth_keys, other_partition, "attacker")
+    before = _snapshot(owner_database_url, partition)
+    yield Arena(partition, other_partition, auth_keys.hs256([other_partition], "system/*.cruds"))
+    assert _snapshot(owner_database_url, partition) == before, "partition A changed"
+
+
+def _check_refused(response, status: int | set[int]) -> None:  # type: ignore[no-untyped-def]
+    expected = {status} if isinstance(status, int) else status
+    assert response.status_code in expected, (response.status_code, response.data[:300])
+    body = response.get_json(force=True, silent=True)
+    assert body is not None and body.get("resourceType") == "OperationOutcome", response.data[:300]
+    assert SECRET.encode() not in response.data
+
+
+def _check_no_secret(response) -> None:  # type: ignore[no-untyped-def]
+    assert response.status_code < 500, response.data[:300]
+    assert SECRET.encode() not in response.data
+    assert SECRET.lower().encode() not in response.data.lower()
+
+
+PATIENT_BODY = {"resourceType": "Patient", "id": "same", "gender": "male"}
+OBS_BODY = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+
+SEARCHES = [
+    "Patient?name=SECRET",
+    "Patient?family:exact=SECRET-OF-A",
+    "Patient?name:contains=SECRET",
+    "Patient?identifier=urn:test|id-SECRET-OF-A",
+    "Patient?identifier:not=x",
+    "Patient?gender:missing=false",
+    "Patient?birthdate=ge1900-01-01",
+    "Patient?birthdate=sa1900&birthdate=eb2100",
+    "Patient?_id=same",
+    "Patient?_lastUpdated=gt2000-01-01",
+    "Observation?subject=Patient/same",
+    "Observation?subject:Patient.name=SECRET",
+    "Observation?value-quantity=gt1|http://unitsofmeasure.org|/min",
+    "Observation?code=http://loinc.org|8867-4",
+    "Observation?_include=Observation:subject",
+    "Patient?_revinclude=Observation:subject",
+    "Patient?_has:Observation:subject:code=8867-4",
+    "Patient?_sort=-birthdate&_count=1&_total=accurate",
+    "Observation?_id=obs&_include=Observation:subject:Patient",
+]
+
+
+def _a_requests(victim: str) -> list[tuple[str, str, Any, dict[str, str]]]:
+    b = base(victim)
+    return [
+        ("GET", f"{b}/Patient/same", None, {}),
+        ("GET", f"{b}/Patient/same/_history/1", None, {}),
+        ("GET", f"{b}/Patient/same/_history", None, {}),
+        ("GET", f"{b}/Patient/_history", None, {}),
+        ("GET", f"{b}/_history", None, {}),
+        ("PUT", f"{b}/Patient/same", PATIENT_BODY, {}),
+        ("PUT", f"{b}/Patient/same", PATIENT_BODY, {"If-Match": 'W/"2"'}),
+        ("DELETE", f"{b}/Patient/same", None, {}),
+        ("POST", f"{b}/Observation", OBS_BODY, {}),
+        ("POST", f"{b}/Patient", PATIENT_BODY, {"If-None-Exist": "identifier=urn:test|id-SECRET-OF-A"}),
+        ("PUT", f"{b}/Patient?identifier=urn:test|id-SECRET-OF-A", PATIENT_BODY, {}),
+        ("DELETE", f"{b}/Patient?identifier=urn:test|id-SECRET-OF-A", None, {}),
+        ("POST", f"{b}/", {"resourceType": "Bundle", "type": "batch", "entry": []}, {}),
+        ("GET", f"{b}/$export", None, {"Prefer": "respond-async"}),
+        ("GET", f"{b}/Patient/$export", None, {"Prefer": "respond-async"}),
+        ("GET", f"{b}/_operations", None, {}),
+        ("GET", f"{b}/_operations/export/{secrets.token_hex(16)}", None, {}),
+        ("POST", f"{b}/$import", {"resourceType": "Parameters"}, {}),
+        ("POST", f"{b}/$reindex", {"resourceType": "Parameters"}, {}),
+        *[("GET", f"{b}/{query}", None, {}) for query in SEARCHES],
+        *[("POST", f"{b}/{query.split('?')[0]}/_search", None, {}) for query in SEARCHES[:3]],
+    ]
+
+
+def test_every_interaction_on_partition_a_with_bs_token_is_forbidden_and_reveals_nothing(
+    secure_client, arena
+):
+    # Given B's token with every scope, and A's resources with the same ids as B's
+    for method, path, body, headers in _a_requests(arena.victim):
+        # When B's token is used on A's base
+        kwargs: dict[str, Any] = {"headers": {**bearer(arena.token), **headers}}
+        if body is not None:
+            kwargs["json"] = body
+            kwargs["headers"]["Content-Type"] = FHIR
+        response = secure_client.open(path, method=method, **kwargs)
+        # Then each is 403 with an OperationOutcome and nothing of A (and A is unchanged, see the fixture)
+        _check_refused(response, 403)
+
+
+def test_bs_own_base_never_serves_as_resources_with_the_same_ids(secure_client, arena):
+    # Given identical ids in A and B
+    b = base(arena.attacker)
+    auth = bearer(arena.token)
+    # When B reads, vreads and lists history of those ids in its own partition
+    paths = [
+        f"{b}/Patient/same",
+        f"{b}/Patient/same/_history/1",
+        f"{b}/Patient/same/_history/2",
+        f"{b}/Patient/same/_history",
+        f"{b}/Patient/_history",
+        f"{b}/_history",
+        f"{b}/Observation/obs",
+    ]
+    responses = [secure_client.get(path, headers=auth) for path in paths]
+    # Then it gets its own versions only
+    for response in responses:
+        assert response.status_code == 200, response.data[:200]
+        _check_no_secret(response)
+    assert responses[0].get_json()["name"][0]["family"] == "attacker"
+    assert responses[3].get_json()["total"] == 2
+
+
+def test_searches_in_b_with_every_parameter_type_and_modifier_never_return_as_resources(secure_client, arena):
+    # Given identical ids in A and B, A's resources carrying a secret
+    b = base(arena.attacker)
+    # When B searches its own base with every kind of parameter, modifier, include and chain
+    for query in SEARCHES:
+        response = secure_client.get(f"{b}/{query}", headers=bearer(arena.token))
+        # Then no answer holds anything of A (a search not supported yet is refused, never a 5xx)
+        _check_no_secret(response)
+
+
+INJECTIONS = [
+    "' OR '1'='1",
+    "x'; DROP TABLE resource; --",
+    "x' UNION SELECT raw FROM resource --",
+    "%' OR partition_id <> 0 --",
+    "\\' OR 1=1 --",
+    "x\x00y",
+    "$(Patient.name)",
+    "Patient.name.where(true)",
+    "%25%27%20OR%201%3D1",
+    "') or resource_id like ('%",
+    "*",
+    "%",
+]
+
+
+@pytest.mark.parametrize("value", INJECTIONS)
+def test_injection_strings_in_search_values_are_inert(secure_client, arena, value):
+    # Given B's token on B's base
+    b = base(arena.attacker)
+    encoded = quote(value, safe="")
+    # When SQL or FHIRPath fragments are sent as search values of each parameter type
+    for param in ("name", "identifier", "birthdate", "_id", "general-practitioner", "_lastUpdated", "_sort"):
+        response = secure_client.get(f"{b}/Patient?{param}={encoded}", headers=bearer(arena.token))
+        # Then nothing of A appears, nothing breaks, and A's rows are untouched (fixture)
+        _check_no_secret(response)
+    response = secure_client.get(f"{b}/Patient/{encoded}", headers=bearer(arena.token))
+    _check_no_secret(response)
+
+
+def test_writes_in_b_cannot_reach_a_by_conditional_match_or_reference(secure_client, arena):
+    # Given B's token on B's base
+    b = base(arena.attacker)
+    headers = {**bearer(arena.token), "Content-Type": FHIR}
+    # When B conditionally creates on A's identifier, and stores references to A's resources
+    conditional = secure_client.post(
+        f"{b}/Patient",
+        json={"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": "id-SECRET-OF-A"}]},
+        headers={**headers, "If-None-Exist": "identifier=urn:test|id-SECRET-OF-A"},
+    )
+    absolute = secure_client.post(
+        f"{b}/Observation",
+        json={
+            **OBS_BODY,
+            "subject": {"reference": f"http://bulkhead.test/partitions/{arena.victim}/Patient/same"},
+        },
+        headers=headers,
+    )
+    # Then the conditional create found nothing of A (it created in B, or is not supported yet), and
+    # nothing answered with A's data
+    assert conditional.status_code in {201, 405}, conditional.data[:200]
+    for response in (conditional, absolute):
+        _check_no_secret(response)
+
+
+def test_transactions_in_b_cannot_read_or_write_as_resources(secure_client, arena):
+    # Given a transaction and a batch in B whose entries aim at A's absolute URLs
+    b = base(arena.attacker)
+    a_url = f"http://bulkhead.test/partitions/{arena.victim}"
+    headers = {**bearer(arena.token), "Content-Type": FHIR}
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "PUT", "url": f"{a_url}/Patient/same"}, "resource": PATIENT_BODY},
+            {"request": {"method": "DELETE", "url": f"{a_url}/Observation/obs"}},
+        ],
+    }
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": f"{a_url}/Patient/same"}},
+            {"request": {"method": "GET", "url": f"{a_url}/Patient?name=SECRET"}},
+            {"request": {"method": "GET", "url": "Patient/same"}},
+        ],
+    }
+    # When B posts both to its own base
+    responses = [secure_client.post(f"{b}/", json=body, headers=headers) for body in (transaction, batch)]
+    # Then nothing of A is read or changed (A's rows are compared by the fixture)
+    for response in responses:
+        _check_no_secret(response)
+    assert responses[0].status_code >= 400
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/partitions/../Patient/same",
+        "/partitions/%2E%2E/Patient/same",
+        "/partitions/{victim}%2F..%2F{attacker}/Patient/same",
+        "/partitions/{attacker}/..%2F{victim}/Patient/same",
+        "/partitions/{attacker}%2F../{victim}/Patient/same",
+        "/partitions/{victim_lookalike}/Patient/same",
+        "/partitions/%EF%BC%A1/Patient/same",
+        "/partitions/{victim}%00/Patient/same",
+        "/partitions/ADMIN/Patient/same",
+        "/partitions/System/Patient/same",
+        "/partitions/" + "a" * 65 + "/Patient/same",
+        "/partitions//Patient/same",
+    ],
+)
+def test_hostile_partition_names_never_reach_a(secure_client, arena, path):
+    # Given partition names with dot segments, encoded slashes, look-alike letters, NUL and reserved words
+    lookalike = arena.victim.replace("t", "\u0442").replace("o", "\u043e")  # Cyrillic te / o
+    target = path.format(victim=arena.victim, attacker=arena.attacker, victim_lookalike=quote(lookalike))
+    # When B's token uses them
+    response = secure_client.get(target, headers=bearer(arena.token))
+    # Then the request is refused (bad name, not found or forbidden) and nothing of A is revealed
+    _check_refused(response, {400, 403, 404})
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TOKENS))
+def test_bad_tokens_on_as_resources_reveal_nothing(secure_client, auth_keys, arena, case):
+    # Given a token for A that is expired, unsigned, wrongly signed, algorithm-confused, oversized or malformed
+    token = BAD_TOKENS[case](auth_keys, arena.victim)
+    # When it reads and writes in A
+    read = secure_client.get(f"{base(arena.victim)}/Patient/same", headers=bearer(token))
+    write = secure_client.put(
+        f"{base(arena.victim)}/Patient/same",
+        json=PATIENT_BODY,
+        headers={**bearer(token), "Content-Type": FHIR},
+    )
+    # Then both are 401 with an OperationOutcome and reveal or change nothing
+    _check_refused(read, 401)
+    _check_refused(write, 401)
+
+
+def test_a_token_for_a_used_with_bs_tenant_header_is_refused(secure_client, auth_keys, arena):
+    # Given A's own token
+    token = auth_keys.hs256([arena.victim])
+    # When it addresses A's URL with B's tenant header, and B's URL with A's header
+    mixed = secure_client.get(
+        f"{base(arena.victim)}/Patient/same", headers={**bearer(token), "X-Tenant-ID": arena.attacker}
+    )
+    other = secure_client.get(
+        f"{base(arena.attacker)}/Patient/same", headers={**bearer(token), "X-Tenant-ID": arena.victim}
+    )
+    # Then both are refused, revealing nothing
+    _check_refused(mixed, 403)
+    _check_refused(other, 403)
