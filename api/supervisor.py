@@ -1,47 +1,215 @@
-"""Start and stop every process of a single-node Bulkhead (``bulkhead serve``)."""
+"""Start and stop every process of a single-node Bulkhead (``bulkhead serve``).
+
+What is not configured runs embedded under the data directory: PostgreSQL, Redis and an S3 server
+(SeaweedFS). Then the schema is migrated and the API (gunicorn), the orchestrator and the workers start as
+child processes with the resolved URLs in their environment. Every child runs in a process group of its
+own and gets SIGTERM from the kernel if this process dies; on Ctrl-C or SIGTERM they all stop, in order,
+and whatever does not stop in time is killed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
 import os
-import subprocess
+import socket
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO
 
+from core.errors import ServiceUnavailable
 from core.settings import Settings
 from storage import Database
-from storage.embedded import EmbeddedPostgres
+from storage.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedS3, ManagedProcess, wait_for_port
+from storage.objectstore import object_store_from_settings
 from storage.security import role_url
 
 log = logging.getLogger("bulkhead.serve")
+
+RUNTIME_FILE = "serve.json"
+_RESTART_LIMIT = 5
+_RESTART_WINDOW = 60.0
+
+
+class ServeError(RuntimeError):
+    """``bulkhead serve`` cannot start or keep running."""
+
+
+def bulkhead_command(*args: str) -> list[str]:
+    """Return the argv that runs ``bulkhead`` with ``args`` from this installation."""
+    script = Path(sys.executable).with_name("bulkhead")
+    if script.is_file():
+        return [str(script), *args]
+    return [sys.executable, "-c", "from api.cli import main; main(prog_name='bulkhead')", *args]
+
+
+def cli_commands() -> set[str]:
+    """Return the names of the ``bulkhead`` sub-commands this installation has."""
+    from api.cli import main
+
+    return set(main.commands)
+
+
+@dataclass
+class Child:
+    """An application process that the supervisor restarts when it exits unexpectedly."""
+
+    name: str
+    argv: list[str]
+    stop_timeout: float
+    process: ManagedProcess | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Placement:
+    """Where one service runs, for the start-up summary."""
+
+    name: str
+    where: str
+    detail: str
 
 
 class Supervisor:
     """Own the embedded services and child processes of ``bulkhead serve``; stop them all on exit."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, echo: Callable[[str], None] | None = None):
         self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
         self.postgres: EmbeddedPostgres | None = None
-        self.children: list[subprocess.Popen[bytes]] = []
+        self.redis: EmbeddedRedis | None = None
+        self.s3: EmbeddedS3 | None = None
+        self.children: list[Child] = []
+        self.placements: list[Placement] = []
+        self.environ: dict[str, str] = {}
+        self._lock: IO[str] | None = None
+
+    # -- start ---------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the embedded services that are not configured, migrate, then the API server."""
+        """Start the embedded services that are not configured, migrate, then the API and job processes."""
+        started = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        _check_port_free(self.settings.host, self.settings.port)
+        try:
+            settings = self._start_services()
+        except RuntimeError as err:
+            raise ServeError(str(err)) from err
+        self._migrate(settings)
+        self.settings = settings
+        self.environ = self._child_environ(settings)
+        self._write_runtime_file(settings)
+        self._start_children(settings)
+        self._announce(time.monotonic() - started)
+
+    def _take_lock(self) -> None:
+        lock = (self.data_dir / "serve.lock").open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise ServeError(f"another 'bulkhead serve' is already using {self.data_dir}") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def _start_services(self) -> Settings:
         settings = self.settings
-        data_dir = settings.data_dir.resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # Redis and SeaweedFS start in the background while PostgreSQL starts in the foreground.
+        if not settings.redis_url:
+            self.redis = EmbeddedRedis(self.data_dir / "redis")
+            self.redis.launch()
+        if not settings.s3_endpoint_url:
+            self.s3 = EmbeddedS3(
+                self.data_dir / "s3", access_key=settings.s3_access_key, secret_key=settings.s3_secret_key
+            )
+            self.s3.launch()
         if not settings.database_url:
             # Embedded: migrate as the owner, then run every process as the restricted application role.
-            self.postgres = EmbeddedPostgres(data_dir / "postgres")
+            self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
             owner_url = self.postgres.start()
             app_url = role_url(owner_url, settings.database_app_role, settings.database_app_password)
             settings = replace(settings, database_url=app_url, migration_database_url=owner_url)
-        assert settings.database_url is not None
-        db = Database(settings.migration_database_url or settings.database_url)
-        db.migrate(app_role=settings.database_app_role, app_password=settings.database_app_password)
-        db.dispose()
-        self.settings = settings
-        env = {**os.environ, "BULKHEAD_DATABASE_URL": settings.database_url}
+            self._place("PostgreSQL", _redact(app_url), f"embedded, data in {self.postgres.data_dir}")
+        else:
+            self._place("PostgreSQL", _redact(settings.database_url), "configured (BULKHEAD_DATABASE_URL)")
+        if self.redis is not None:
+            settings = replace(settings, redis_url=self.redis.wait_ready())
+            self._place("Redis", settings.redis_url or "", f"embedded, data in {self.redis.data_dir}")
+        else:
+            self._place("Redis", _redact(settings.redis_url or ""), "configured (BULKHEAD_REDIS_URL)")
+        if self.s3 is not None:
+            endpoint = self.s3.wait_ready()
+            settings = replace(
+                settings,
+                s3_endpoint_url=endpoint.endpoint_url,
+                s3_access_key=endpoint.access_key,
+                s3_secret_key=endpoint.secret_key,
+            )
+            self._place(
+                "S3",
+                f"{endpoint.endpoint_url} bucket {settings.s3_bucket}",
+                f"embedded SeaweedFS, data in {self.s3.root}",
+            )
+        else:
+            self._place(
+                "S3",
+                f"{settings.s3_endpoint_url} bucket {settings.s3_bucket}",
+                "configured (BULKHEAD_S3_ENDPOINT_URL)",
+            )
+        _ensure_bucket(settings)
+        return settings
+
+    def _migrate(self, settings: Settings) -> None:
+        url = settings.migration_database_url or settings.database_url
+        assert url is not None
+        db = Database(url)
+        try:
+            db.migrate(app_role=settings.database_app_role, app_password=settings.database_app_password)
+        finally:
+            db.dispose()
+
+    def _child_environ(self, settings: Settings) -> dict[str, str]:
+        assert settings.database_url and settings.redis_url and settings.s3_endpoint_url
+        env = {
+            **os.environ,
+            "BULKHEAD_DATABASE_URL": settings.database_url,
+            "BULKHEAD_REDIS_URL": settings.redis_url,
+            "BULKHEAD_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+            "BULKHEAD_S3_BUCKET": settings.s3_bucket,
+            "BULKHEAD_S3_REGION": settings.s3_region,
+            "BULKHEAD_S3_PREFIX": settings.s3_prefix,
+            "BULKHEAD_DATA_DIR": str(self.data_dir),
+            "BULKHEAD_HOST": settings.host,
+            "BULKHEAD_PORT": str(settings.port),
+        }
+        if settings.s3_access_key and settings.s3_secret_key:
+            env["BULKHEAD_S3_ACCESS_KEY"] = settings.s3_access_key
+            env["BULKHEAD_S3_SECRET_KEY"] = settings.s3_secret_key
+        return env
+
+    def _write_runtime_file(self, settings: Settings) -> None:
+        """Record where everything runs (with the S3 keys: mode 0600) for other local commands."""
+        doc = {
+            "pid": os.getpid(),
+            "api_url": f"http://{settings.host}:{settings.port}",
+            **{k: v for k, v in self.environ.items() if k.startswith("BULKHEAD_")},
+        }
+        path = self.data_dir / RUNTIME_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2)
+
+    def _start_children(self, settings: Settings) -> None:
         gunicorn = [
             sys.executable,
             "-m",
@@ -58,28 +226,176 @@ class Supervisor:
             "-",
             "--graceful-timeout",
             "10",
+            "--timeout",
+            "120",
+            *_gunicorn_extras(),
             "api.wsgi:app()",
         ]
-        self.children.append(subprocess.Popen(gunicorn, env=env))
-        log.info("Bulkhead API on http://%s:%s (authentication is off)", settings.host, settings.port)
+        api = Child("api", gunicorn, stop_timeout=15.0)
+        self.children.append(api)
+        self._spawn(api)
+        assert api.process is not None
+        try:
+            wait_for_port(api.process, settings.port, timeout=60)
+        except RuntimeError as err:
+            raise ServeError(f"the API did not start: {err}") from None
+        self._place(
+            "API", f"http://{settings.host}:{settings.port}", f"gunicorn, {settings.api_workers} processes"
+        )
+        commands = cli_commands()
+        if "orchestrator" in commands:
+            orchestrator = Child("orchestrator", bulkhead_command("orchestrator"), stop_timeout=15.0)
+            self.children.append(orchestrator)
+            self._spawn(orchestrator)
+            self._place("orchestrator", "1 process", "plans jobs and releases their work")
+        else:
+            log.warning("this installation has no 'bulkhead orchestrator' command; bulk jobs will not run")
+        if "worker" in commands:
+            argv = bulkhead_command(
+                "worker",
+                "--processes",
+                str(settings.worker_processes),
+                "--threads",
+                str(settings.worker_threads),
+            )
+            worker = Child("worker", argv, stop_timeout=20.0)
+            self.children.append(worker)
+            self._spawn(worker)
+            self._place(
+                "workers",
+                f"{settings.worker_processes} process(es)",
+                f"{settings.worker_threads} threads each",
+            )
+        else:
+            log.warning("this installation has no 'bulkhead worker' command; bulk jobs will not run")
+
+    def _spawn(self, child: Child) -> None:
+        child.process = ManagedProcess(
+            child.name, child.argv, env=self.environ, stop_timeout=child.stop_timeout
+        )
+
+    def _place(self, name: str, where: str, detail: str) -> None:
+        self.placements.append(Placement(name, where, detail))
+
+    def _announce(self, seconds: float) -> None:
+        width = max(len(p.name) for p in self.placements)
+        lines = [f"Bulkhead is running (started in {seconds:.1f} s, data in {self.data_dir}):"]
+        for p in self.placements:
+            lines.append(f"  {p.name.ljust(width)}  {p.where}  ({p.detail})")
+        if getattr(self.settings, "auth_enabled", False):
+            lines.append("  authentication is ON: requests need a bearer token")
+        else:
+            lines.append(
+                f"  authentication is OFF: anyone who can reach {self.settings.host}:{self.settings.port} "
+                "can read and write every partition (set BULKHEAD_AUTH_ENABLED=true to require tokens)"
+            )
+        lines.append("Press Ctrl-C to stop.")
+        self.echo("\n".join(lines))
+
+    # -- run -----------------------------------------------------------------------------------------------
 
     def wait(self) -> None:
-        """Block until a child process exits."""
-        while all(child.poll() is None for child in self.children):
+        """Keep the children running until an embedded server dies or a child keeps crashing."""
+        while True:
+            for server, name in ((self.redis, "Redis"), (self.s3, "S3 (SeaweedFS)")):
+                if server is not None and server.process is not None and not server.process.running():
+                    raise ServeError(f"the embedded {name} server exited:\n{server.process.log_tail()}")
+            for child in self.children:
+                if child.process is not None and not child.process.running():
+                    self._restart(child)
             time.sleep(0.5)
-        log.error("a child process exited; stopping")
+
+    def _restart(self, child: Child) -> None:
+        assert child.process is not None
+        code = child.process.popen.returncode
+        child.process.stop()
+        now = time.monotonic()
+        child.restarts = [t for t in child.restarts if now - t < _RESTART_WINDOW] + [now]
+        if len(child.restarts) > _RESTART_LIMIT:
+            raise ServeError(
+                f"{child.name} exited {len(child.restarts)} times within {_RESTART_WINDOW:.0f} s"
+            )
+        log.error("%s exited with code %s; starting it again", child.name, code)
+        time.sleep(min(2 ** (len(child.restarts) - 1), 10))
+        self._spawn(child)
+
+    # -- stop ----------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop children, then the embedded services."""
-        for child in self.children:
-            if child.poll() is None:
-                child.terminate()
-        for child in self.children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        """Stop the children (API first), then the embedded servers; kill what does not stop in time."""
+        processes = [c.process for c in self.children if c.process is not None]
+        for process in processes:
+            process.request_stop()
+        for process in processes:
+            process.stop()
         self.children.clear()
+        servers = [s for s in (self.redis, self.s3) if s is not None and s.process is not None]
+        for server in servers:
+            assert server.process is not None
+            server.process.request_stop()
         if self.postgres is not None:
             self.postgres.stop()
             self.postgres = None
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        if self.s3 is not None:
+            self.s3.stop()
+            self.s3 = None
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / RUNTIME_FILE).unlink()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def _gunicorn_extras() -> list[str]:
+    """Return options for the installed gunicorn: no control socket (its default path is per user, and
+    two servers on one machine would fight over it)."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    names = {setting.name for setting in KNOWN_SETTINGS}
+    return ["--no-control-socket"] if "control_socket_disable" in names else []
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise ServeError(
+                f"cannot listen on {host}:{port} ({err.strerror}); choose another port with --port "
+                "or BULKHEAD_PORT"
+            ) from None
+
+
+def _ensure_bucket(settings: Settings) -> None:
+    store = object_store_from_settings(settings)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            store.ensure_bucket()
+            return
+        except ServiceUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _redact(url: str) -> str:
+    """Return ``url`` without its password."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
+def read_runtime(data_dir: Path) -> dict[str, str] | None:
+    """Return what a running ``bulkhead serve`` recorded about its services in ``data_dir``, if any."""
+    path = data_dir / RUNTIME_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return {str(k): str(v) for k, v in doc.items()}

@@ -79,6 +79,7 @@ class ManagedProcess:
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
         self.kill_log_level = kill_log_level
+        self._signalled = False
         self._log: IO[bytes] | None = None
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,12 +103,18 @@ class ManagedProcess:
         """Tell whether the process is still running."""
         return self.popen.poll() is None
 
+    def request_stop(self) -> None:
+        """Send the stop signal once, without waiting (to stop several processes in parallel)."""
+        if not self._signalled and self.popen.poll() is None:
+            self._signalled = True
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(self.stop_signal)
+
     def stop(self, timeout: float | None = None) -> int | None:
         """Signal the process, wait up to ``timeout`` s, then kill its whole group; return the exit code."""
         deadline = self.stop_timeout if timeout is None else timeout
         if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(self.stop_signal)
+            self.request_stop()
             try:
                 self.popen.wait(deadline)
             except subprocess.TimeoutExpired:
