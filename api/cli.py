@@ -47,28 +47,41 @@ def migrate() -> None:
 @click.option("--port", type=int, default=None, help="Port to listen on (default BULKHEAD_PORT or 8080).")
 @click.option("--host", default=None, help="Address to bind (default BULKHEAD_HOST or 127.0.0.1).")
 def serve(port: int | None, host: str | None) -> None:
-    """Start Bulkhead; with no BULKHEAD_DATABASE_URL, start an embedded PostgreSQL in the data directory."""
+    """Start Bulkhead on one machine: the API, the orchestrator and workers.
+
+    PostgreSQL, Redis and S3 run embedded under BULKHEAD_DATA_DIR unless their URLs are configured.
+    Ctrl-C or SIGTERM stops every process it started.
+    """
     settings = Settings.from_env()
     if port is not None:
         settings = replace(settings, port=port)
     if host is not None:
         settings = replace(settings, host=host)
     configure_logging(settings)
-    from api.supervisor import Supervisor
+    from api.supervisor import ServeError, Supervisor
 
     supervisor = Supervisor(settings)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _stop)
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and `kill -INT` should still stop us.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
+    failure: ServeError | None = None
     try:
         supervisor.start()
         supervisor.wait()
     except KeyboardInterrupt:
-        pass
+        log.info("stopping")
+    except ServeError as err:
+        failure = err
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         supervisor.stop()
+    if failure is not None:
+        raise click.ClickException(str(failure))
 
 
 @main.command("export")
