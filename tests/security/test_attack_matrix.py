@@ -311,7 +311,7 @@ def test_hostile_partition_names_never_reach_a(secure_client, arena, path):
 
 @pytest.mark.parametrize("case", sorted(BAD_TOKENS))
 def test_bad_tokens_on_as_resources_reveal_nothing(secure_client, auth_keys, arena, case):
-    # Given a token for A that is expired, unsigned, wrongly signed, algorithm-confused, oversized or malformed
+    # Given a token for A that is expired, unsigned, wrongly signed, confused, oversized or malformed
     token = BAD_TOKENS[case](auth_keys, arena.victim)
     # When it reads and writes in A
     read = secure_client.get(f"{base(arena.victim)}/Patient/same", headers=bearer(token))
