@@ -1,5 +1,25 @@
-"""orchestrator layer of Bulkhead."""
+"""Orchestrator: submit / cancel / status service functions, planners, the orchestrate actor, the sweeper."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from orchestrator import service
+from orchestrator.registry import (
+    FinishFunction,
+    PlanFunction,
+    Planner,
+    PlanningContext,
+    load_planner_modules,
+    planner_for,
+    register_planner,
+)
+
+__all__ = [
+    "FinishFunction",
+    "PlanFunction",
+    "Planner",
+    "PlanningContext",
+    "load_planner_modules",
+    "planner_for",
+    "register_planner",
+    "service",
+]
