@@ -1,10 +1,11 @@
 """Merge import records into one partition's resource table, a batch per call.
 
 Each batch: read the stored versions of the batch's resources (locking them), decide per record with
-``core.importrows.decide``, then write. New versions are copied (``COPY``, binary rows) into a temporary table
-and moved with one ``INSERT … SELECT … ON CONFLICT DO NOTHING`` (row-level security refuses ``COPY`` into
-``resource`` itself): the records that lost a race to another worker are decided again against what the winner
-stored. The caller's unit of work commits.
+``core.importrows.decide``, then write. A batch of resources none of which exists yet (a first load) goes
+through the bulk writer (``storage.bulkwrite.copy_new_resources``). Otherwise, or when that meets a resource
+another worker stored meanwhile, new versions are copied into a temporary table and moved with one ``INSERT …
+SELECT … ON CONFLICT DO NOTHING`` (row-level security refuses ``COPY`` into ``resource`` itself): the records
+that lost a race are decided again against what the winner stored. The caller's unit of work commits.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from core.errors import Conflict
 from core.importrows import Decision, Existing, ImportRecord, decide
-from storage.search.index import IndexRows, index_rows_for, unindex_resources, write_index_rows
+from storage.bulkwrite import NewResource, copy_new_resources
+from storage.search.index import IndexRows, index_rows_for, unindex_resources
 from storage.search.registry import registry_for
+from storage.search.tables import INDEX_TABLES
+from storage.staging import ensure_stages, insert_rows
 from storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -123,6 +128,7 @@ class ImportWriter:
         self, todo: list[tuple[int, ImportRecord]], outcomes: dict[int, Written]
     ) -> list[tuple[int, ImportRecord]]:
         state = self._existing(todo)
+        state_existed = bool(state)
         inserts: list[tuple[int, ImportRecord, Decision]] = []
         replaces: list[tuple[ImportRecord, Decision]] = []
         demote: list[int] = []
@@ -173,14 +179,16 @@ class ImportWriter:
                 )
         lost: list[tuple[int, ImportRecord]] = []
         inserted: dict[int, int] = {}
-        if inserts:
+        fresh = inserts and not state_existed and all(d.version == 1 and d.current for _i, _r, d in inserts)
+        inserts_done = bool(fresh) and self._copy_new(inserts)
+        if inserts and not inserts_done:
             inserted, lost_idx = self._insert_staged(inserts)
             lost = [(i, rec) for i, rec, _d in inserts if i in lost_idx]
             for i, _rec in lost:
                 outcomes.pop(i, None)
         if self.index and unindex:
             unindex_resources(session, unindex)
-        if registry is not None:
+        if registry is not None and not inserts_done:
             for i, rec, d in inserts:
                 sid = inserted.get(i)
                 if sid is not None and d.current:
@@ -192,7 +200,8 @@ class ImportWriter:
                         registry=registry,
                         into=index_rows,
                     )
-            _write_index(session, index_rows)
+        if registry is not None:
+            write_index(session, index_rows)
         return lost
 
     def _rows(self, inserts: list[tuple[int, ImportRecord, Decision]]) -> list[tuple[Any, ...]]:
@@ -210,6 +219,21 @@ class ImportWriter:
             )
             for _i, rec, d in inserts
         ]
+
+    def _copy_new(self, inserts: list[tuple[int, ImportRecord, Decision]]) -> bool:
+        """Create a batch of new resources with the bulk writer; False (nothing written) if one exists now."""
+        batch = [
+            NewResource(
+                rec.resource_type, rec.resource_id, d.raw, _indexable(rec, d), d.last_updated or self.job_time
+            )
+            for _i, rec, d in inserts
+        ]
+        try:
+            copy_new_resources(self.uow, batch, index=self.index)
+        except Conflict:
+            log.info("import batch met a concurrent writer in %s; merging row by row", self.uow.partition)
+            return False
+        return True
 
     def _insert_staged(
         self, inserts: list[tuple[int, ImportRecord, Decision]]
@@ -246,14 +270,16 @@ class ImportWriter:
         return done, lost
 
 
-def _write_index(session: Session, rows: IndexRows) -> None:
-    """Write index rows in slices small enough for multi-row INSERTs (COPY is refused under row security)."""
-    slice_rows = 2_000
-    for kind, batch in rows.by_table.items():
-        for start in range(0, len(batch), slice_rows):
-            part = IndexRows()
-            part.by_table[kind] = batch[start : start + slice_rows]
-            write_index_rows(session, part)
+def write_index(session: Session, rows: IndexRows) -> None:
+    """Write index rows through staging tables (COPY into the side tables is refused under row security)."""
+    present = {kind: batch for kind, batch in rows.by_table.items() if batch}
+    if not present:
+        return
+    with _driver(session).cursor() as cur:
+        ensure_stages(cur, [INDEX_TABLES[kind].name for kind in present])
+        for kind, batch in present.items():
+            table = INDEX_TABLES[kind]
+            insert_rows(cur, table.name, [c.name for c in table.columns], batch)
 
 
 def _indexable(rec: ImportRecord, d: Decision) -> dict[str, Any]:

@@ -36,8 +36,9 @@ from storage.bulkedit import (
     soft_delete,
     write_versions,
 )
+from storage.importwrite import write_index
 from storage.objectstore import ObjectStore
-from storage.search.index import IndexRows, index_rows_for, write_index_rows
+from storage.search.index import IndexRows, index_rows_for
 from storage.search.registry import registry_for
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,7 @@ def _update_batch(uow: Any, sids: list[int], ops: Any, when: datetime) -> tuple[
     rows = IndexRows()
     for row, sid, resource in zip(previous, new_ids, resources, strict=True):
         index_rows_for(row.resource_type, sid, pid, resource, registry=registry, into=rows)
-    for kind, batch in rows.by_table.items():
-        for start in range(0, len(batch), 2000):
-            part = IndexRows()
-            part.by_table[kind] = batch[start : start + 2000]
-            write_index_rows(uow.session, part)
+    write_index(uow.session, rows)
     counts: dict[str, int] = {}
     for row in previous:
         counts[row.resource_type] = counts.get(row.resource_type, 0) + 1
