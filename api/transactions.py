@@ -307,6 +307,14 @@ def render_response(kind: str, partition: str, entries: list[Entry], results: li
     return render_bundle(head, out, raws)
 
 
+@bp.route("/", methods=["PUT", "PATCH", "DELETE"])
+def other_methods_on_the_base(partition: str) -> Response:
+    """Answer 405 to writes on the base other than POST (werkzeug would say 404 without a slash)."""
+    raise MethodNotAllowed(
+        f"{request.method} is not an interaction on the base; POST a batch or transaction Bundle",
+    )
+
+
 @bp.post("/")
 def batch_or_transaction(partition: str) -> Response:
     """Run a batch or transaction Bundle in the partition."""
