@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, request
 from api.errors import FHIR_JSON, operation_outcome
 from api.export_params import body_parameters, parse_export, prefers
 from api.http import base_url, fhir_response, json_body
+from api.quotas import partition_limits
 from core.errors import InvalidRequest, Issue, NotFound
 from core.exportspec import GROUP, PATIENT, SYSTEM
 from core.fhirdates import format_instant
@@ -62,6 +63,12 @@ def _own_path(partition: str) -> str:
     return path[len(prefix) :] if path.startswith(prefix + "/") else path
 
 
+def _max_jobs(partition: str) -> int:
+    """Return the partition's concurrent bulk job limit (per-partition config over the settings' default)."""
+    limit = partition_limits(partition).max_concurrent_jobs
+    return limit if limit is not None else _settings().export_max_concurrent_per_partition
+
+
 def _kick_off(partition: str, level: str, group_id: str | None = None) -> Response:
     lenient = prefers(request.headers.get("Prefer")).get("handling") == "lenient"
     pairs = [(name, value) for name, values in request.args.lists() for value in values]
@@ -81,7 +88,7 @@ def _kick_off(partition: str, level: str, group_id: str | None = None) -> Respon
         definition,
         request_url=request_url,
         transaction_time=now,
-        max_concurrent=_settings().export_max_concurrent_per_partition,
+        max_concurrent=_max_jobs(partition),
     )
     location = f"{base_url(partition)}/_operations/export/{job_id}"
     log.info("export %s accepted in %s", job_id, partition, extra={"partition": partition, "job_id": job_id})
