@@ -26,6 +26,7 @@ from flask import Flask, Response, current_app, g, request
 from api.auth_routes import SYSTEM_PATHS, Requirement, classify, split_partition, system_path
 from api.auth_scopes import Permissions, parse_scope
 from api.auth_tokens import TokenValidator
+from api.logs import current_job, current_partition
 from core.errors import BulkheadError, Forbidden, InvalidRequest, Unauthorized
 from core.partition import DEFAULT_PARTITION, validate_partition_name
 from core.settings import Settings
@@ -250,6 +251,21 @@ def authorize() -> None:
             )
 
 
+def _bind_log_context() -> None:
+    """Put the request's partition and job id on every log line written while it runs."""
+    tokens = [current_partition.set(request_partition())]
+    job_id = (request.view_args or {}).get("job_id")
+    tokens.append(current_job.set(str(job_id) if job_id is not None else None))
+    g.bulkhead_log_tokens = tokens
+
+
+def _unbind_log_context(_exc: BaseException | None) -> None:
+    tokens = g.pop("bulkhead_log_tokens", None)
+    if tokens is not None:
+        current_job.reset(tokens[1])
+        current_partition.reset(tokens[0])
+
+
 def _challenge(response: Response) -> Response:
     if response.status_code == 401 and "WWW-Authenticate" not in response.headers:
         response.headers["WWW-Authenticate"] = 'Bearer realm="bulkhead", error="invalid_token"'
@@ -291,5 +307,7 @@ def init_auth(app: Flask, settings: Settings, database: Database) -> None:
             settings.tenant_source,
         )
     app.wsgi_app = TenantMiddleware(app.wsgi_app, settings)  # type: ignore[method-assign]
+    app.before_request(_bind_log_context)
     app.before_request(authorize)
+    app.teardown_request(_unbind_log_context)
     app.after_request(_challenge)

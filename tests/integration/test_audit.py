@@ -124,3 +124,23 @@ def test_every_job_state_change_is_recorded_whatever_code_made_it(
     assert [e["subtype"][0]["code"] for e in events] == ["job.completed", "job.running", "job.queued"]
     assert all(_partition_of(e) == partition for e in events)
     assert events[1]["agent"][0]["who"]["identifier"]["value"] == "w-1"
+
+
+def test_log_lines_written_during_a_request_carry_its_partition_as_json(client, partition, caplog):
+    # Given JSON logging
+    import json
+    import logging
+
+    from api.logs import _ContextFilter, _JsonFormatter
+
+    caplog.handler.addFilter(_ContextFilter())
+    # When a request in the partition logs something
+    with caplog.at_level(logging.DEBUG, logger="api.app"):
+        client.get(f"{base(partition)}/Patient/nobody")
+    records = [r for r in caplog.records if r.name == "api.app"]
+    # Then the JSON line names the partition
+    assert records
+    record = records[-1]
+    line = json.loads(_JsonFormatter().format(record))
+    assert line["partition"] == partition
+    assert line["job_id"] == "-"
