@@ -111,9 +111,11 @@ def resources(count: int) -> dict[str, list[dict[str, Any]]]:
 
 def official_examples() -> dict[str, list[dict[str, Any]]]:
     """Return the official R4 examples the tests ship (richer than the generated ones)."""
-    folder = Path(__file__).resolve().parent.parent / "tests" / "data" / "r4"
+    folder = Path(__file__).resolve().parent.parent / "tests" / "data" / "r4-examples"
     out: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(folder.glob("*.json")):
+        if path.name.split("-")[0] not in {"Patient", "Observation", "Encounter"}:
+            continue
         data = json.loads(path.read_text("utf-8"))
         out.setdefault(data["resourceType"], []).append(data)
     return out
