@@ -32,6 +32,13 @@ def _search_params(rtype: str) -> list[dict[str, Any]]:
     return search_params_for(rtype)
 
 
+def search_limitations_extension() -> dict[str, Any]:
+    """Return the extension listing the search features Bulkhead does not support."""
+    from api.capabilities import search_limitations_extension as limitations
+
+    return limitations()
+
+
 def capability_statement(partition: str) -> dict[str, Any]:
     """Build the CapabilityStatement of one partition's base."""
     settings = current_app.config["BULKHEAD_SETTINGS"]
@@ -74,6 +81,7 @@ def capability_statement(partition: str) -> dict[str, Any]:
                 "mode": "server",
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+                "extension": [search_limitations_extension()],
             }
         ],
     }
