@@ -13,8 +13,8 @@ its FHIR type. The compiled subset covers every expression of the official R4 de
 - the idiom ``X.exists() and X != false`` (``Patient.deceased``).
 
 Anything else (custom SearchParameters may use any FHIRPath) falls back to ``fhirpathpy`` with its R4
-model, which is about 100x slower (some 70 us per evaluation); the type of each result is then guessed from
-its JSON shape (``guess_type``). An expression neither can compile is not indexed (logged as a warning).
+model (``storage/search/fhirpath_fallback.py``), about 100x slower; an expression neither can compile is
+not indexed (logged as a warning).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from functools import lru_cache
 from typing import Any
 
 from storage.search.elements import children, is_type
+from storage.search.fhirpath_parse import Unsupported
+from storage.search.fhirpath_parse import parse as parse_tree
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +37,9 @@ Step = Callable[[list[Item]], list[Item]]
 Accessor = Callable[[dict[str, Any]], list[Item]]
 Predicate = Callable[[Any, str], bool]
 
-_TOKEN = re.compile(
-    r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>\d+)|(?P<id>[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)"
-    r"|(?P<op>!=|[.()\[\]|=,]))"
-)
 _EXISTS_IDIOM = re.compile(r"\s*(?P<p>[A-Za-z][\w.]*)\.exists\(\)\s+and\s+(?P=p)\s*!=\s*false\s*")
 _ROOTS = frozenset({"Resource", "DomainResource"})
 _SCAN_KEYS_ABOVE = 6
-
-
-class Unsupported(Exception):
-    """The expression uses FHIRPath outside the compiled subset."""
 
 
 @dataclass(frozen=True)
@@ -70,144 +64,6 @@ class Compiled:
         return self.branches or ((self,) if self.accessor is not None else ())
 
 
-# ---------------------------------------------------------------------------------------------- parsing
-def _tokens(expression: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    pos = 0
-    text = expression.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            raise Unsupported(f"cannot read {text[pos:]!r}")
-        kind = m.lastgroup or ""
-        value = m.group(kind)
-        if kind == "id" and value.startswith("`"):
-            value = value[1:-1]
-        if kind == "str":
-            value = value[1:-1].replace("\\'", "'")
-        out.append((kind, value))
-        pos = m.end()
-    return out
-
-
-class _Parser:
-    """Recursive descent over the supported subset; produces nested tuples."""
-
-    def __init__(self, expression: str):
-        self.toks = _tokens(expression)
-        self.pos = 0
-
-    def peek(self, offset: int = 0) -> tuple[str, str]:
-        i = self.pos + offset
-        return self.toks[i] if i < len(self.toks) else ("end", "")
-
-    def take(self, kind: str, value: str | None = None) -> str:
-        tok = self.peek()
-        if tok[0] != kind or (value is not None and tok[1] != value):
-            raise Unsupported(f"expected {value or kind}, found {tok[1]!r}")
-        self.pos += 1
-        return tok[1]
-
-    def parse(self) -> tuple[Any, ...]:
-        expr = self.union()
-        if self.peek()[0] != "end":
-            raise Unsupported(f"unexpected {self.peek()[1]!r}")
-        return expr
-
-    def union(self) -> tuple[Any, ...]:
-        branches = [self.term()]
-        while self.peek() == ("op", "|"):
-            self.pos += 1
-            branches.append(self.term())
-        return ("union", branches) if len(branches) > 1 else branches[0]
-
-    def term(self) -> tuple[Any, ...]:
-        path = self.path()
-        if self.peek() == ("id", "as"):
-            self.pos += 1
-            return ("path", path[1], [*path[2], ("as", self.take("id"))])
-        return path
-
-    def path(self) -> tuple[Any, ...]:
-        if self.peek() == ("op", "("):
-            self.pos += 1
-            head: Any = self.union()
-            self.take("op", ")")
-            if head[0] == "path":  # (a.b as T).c is a.b.as(T).c
-                return ("path", head[1], [*head[2], *self.steps()])
-        else:
-            head = ("name", self.take("id"))
-        return ("path", head, self.steps())
-
-    def steps(self) -> list[tuple[Any, ...]]:
-        steps: list[tuple[Any, ...]] = []
-        while True:
-            if self.peek() == ("op", "["):
-                self.pos += 1
-                steps.append(("index", int(self.take("num"))))
-                self.take("op", "]")
-            elif self.peek() == ("op", ".") and self.peek(1)[0] == "id":
-                self.pos += 1
-                steps.append(self.invocation())
-            else:
-                return steps
-
-    def invocation(self) -> tuple[Any, ...]:
-        name = self.take("id")
-        if self.peek() != ("op", "("):
-            return ("member", name)
-        self.pos += 1
-        if name in {"as", "ofType"}:
-            step: tuple[Any, ...] = ("as", self.take("id"))
-        elif name == "extension":
-            step = ("ext", self.take("str"))
-        elif name == "where":
-            step = ("where", self.condition())
-        elif name == "first":
-            step = ("index", 0)
-        else:
-            raise Unsupported(f"function {name}() is not compiled")
-        self.take("op", ")")
-        return step
-
-    def condition(self) -> tuple[Any, ...]:
-        left = self.atom()
-        while self.peek() in {("id", "and"), ("id", "or")}:
-            op = self.take("id")
-            left = (op, left, self.atom())
-        return left
-
-    def atom(self) -> tuple[Any, ...]:
-        if self.peek() == ("id", "resolve"):
-            self.pos += 1
-            self.take("op", "(")
-            self.take("op", ")")
-            self.take("id", "is")
-            return ("resolve_is", self.take("id"))
-        if self.peek() == ("id", "hasExtension") and self.peek(1) == ("op", "("):
-            self.pos += 2
-            url = self.take("str")
-            self.take("op", ")")
-            return ("has_ext", url)
-        names = [self.take("id")]
-        while self.peek() == ("op", ".") and self.peek(1)[0] == "id":
-            self.pos += 1
-            names.append(self.take("id"))
-        op = self.take("op")
-        if op not in {"=", "!="}:
-            raise Unsupported(f"operator {op} is not compiled")
-        kind, value = self.peek()
-        self.pos += 1
-        if kind == "id" and value in {"true", "false"}:
-            literal: Any = value == "true"
-        elif kind == "str":
-            literal = value
-        else:
-            raise Unsupported(f"literal {value!r} is not compiled")
-        return ("eq" if op == "=" else "ne", names, literal)
-
-
-# ------------------------------------------------------------------------------------------- compiling
 def _member(in_types: set[str], name: str, only: str | None) -> tuple[Step, set[str]]:
     mapping: dict[str, list[tuple[str, str]]] = {}
     for t in in_types:
@@ -522,7 +378,7 @@ def _first_keys(node: tuple[Any, ...], rtype: str) -> frozenset[str] | None:
 
 
 def _exists_idiom(path: str, rtype: str) -> Accessor | None:
-    compiled = _branch(_Parser(path).parse(), rtype)
+    compiled = _branch(parse_tree(path), rtype)
     if compiled is None:
         return None
     step = compiled[0]
@@ -546,11 +402,13 @@ def compile_expression(expression: str | None, rtype: str) -> Compiled:
         idiom = _EXISTS_IDIOM.fullmatch(text)
         if idiom:
             return Compiled(_exists_idiom(idiom.group("p"), rtype), "compiled", None, text)
-        trees = [_Parser(branch).parse() for branch in branches]
+        trees = [parse_tree(branch) for branch in branches]
         compiled = [(b, t, _branch(t, rtype)) for b, t in zip(branches, trees, strict=True)]
     except Unsupported as exc:
         log.debug("FHIRPath %r falls back to fhirpathpy: %s", text, exc)
-        return _fallback(text, rtype)
+        from storage.search.fhirpath_fallback import fallback
+
+        return fallback(text)
     parts = tuple(
         Compiled(_root(c[0], rtype), "compiled", _first_keys(tree, rtype), branch, (), *_prefix(tree, rtype))
         for branch, tree, c in compiled
@@ -602,71 +460,3 @@ def _prefix(tree: tuple[Any, ...], rtype: str) -> tuple[tuple[str, ...], str, St
 
 def _root(step: Step, rtype: str) -> Accessor:
     return lambda resource: step([(resource, rtype)])
-
-
-def _fallback(text: str, rtype: str) -> Compiled:
-    try:
-        import fhirpathpy
-        from fhirpathpy.models import models
-    except ImportError:  # pragma: no cover - fhirpathpy is a dependency
-        return Compiled(None, "none")
-    try:
-        evaluate = fhirpathpy.compile(text, models["r4"])
-    except Exception as exc:
-        log.warning("FHIRPath %r cannot be compiled, the parameter is not indexed: %s", text, exc)
-        return Compiled(None, "none")
-
-    def run(resource: dict[str, Any]) -> list[Item]:
-        try:
-            values = evaluate(resource, {})
-        except Exception:
-            return []
-        return [(v, guess_type(v)) for v in values if v is not None]
-
-    return Compiled(run, "fhirpathpy", None, text)
-
-
-_DATE_SHAPE = re.compile(r"\d{4}(-\d{2}(-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2})?)?)?)?")
-_SHAPES: list[tuple[frozenset[str], str]] = [
-    (frozenset({"reference"}), "Reference"),
-    (frozenset({"coding"}), "CodeableConcept"),
-    (frozenset({"family"}), "HumanName"),
-    (frozenset({"given"}), "HumanName"),
-    (frozenset({"line"}), "Address"),
-    (frozenset({"city"}), "Address"),
-    (frozenset({"start"}), "Period"),
-    (frozenset({"end"}), "Period"),
-    (frozenset({"low"}), "Range"),
-    (frozenset({"high"}), "Range"),
-    (frozenset({"currency"}), "Money"),
-    (frozenset({"url", "value"}), "Extension"),
-    (frozenset({"value", "unit"}), "Quantity"),
-    (frozenset({"value", "code"}), "Quantity"),
-    (frozenset({"system", "code"}), "Coding"),
-    (frozenset({"code"}), "Coding"),
-    (frozenset({"system", "value"}), "Identifier"),
-    (frozenset({"value"}), "Identifier"),
-    (frozenset({"text"}), "CodeableConcept"),
-]
-
-
-def guess_type(value: Any) -> str:
-    """Guess the FHIR type of a JSON value from its shape (used for fhirpathpy results)."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "decimal"
-    if isinstance(value, str):
-        return "dateTime" if _DATE_SHAPE.fullmatch(value) else "string"
-    if isinstance(value, dict):
-        if "resourceType" in value:
-            return str(value["resourceType"])
-        keys = value.keys()
-        if any(k.startswith("value") and k != "value" for k in keys) and "url" in keys:
-            return "Extension"
-        for needed, name in _SHAPES:
-            if needed <= keys:
-                return name
-    return "Element"
