@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -11,12 +14,21 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import psutil
 import psycopg
+import requests
 
 from core.errors import ServiceUnavailable
 from core.settings import Settings
 from storage.db import libpq_url
-from storage.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedS3, S3Endpoint
+from storage.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedS3,
+    ManagedProcess,
+    S3Endpoint,
+    free_port,
+)
 from storage.objectstore import object_store_from_settings
 
 
@@ -129,3 +141,81 @@ def fresh_bucket(endpoint: S3Endpoint) -> Iterator[S3Settings]:
         yield s3
     finally:
         store.delete_bucket()
+
+
+class ServeProcess:
+    """A real ``bulkhead serve`` run as a child process of the test, with its own data directory and port."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, environ: dict[str, str] | None = None):
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.log_path = data_dir.parent / f"{data_dir.name}-serve.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BULKHEAD_")}
+        env.update(environ or {})
+        env.update({"BULKHEAD_DATA_DIR": str(data_dir), "BULKHEAD_PORT": str(self.port)})
+        script = Path(sys.executable).with_name("bulkhead")
+        module = [sys.executable, "-c", "from api.cli import main; main()"]
+        argv = [str(script), "serve"] if script.is_file() else [*module, "serve"]
+        self.process = ManagedProcess(
+            "bulkhead serve", argv, env=env, log_path=self.log_path, stop_timeout=90
+        )
+
+    @property
+    def base_url(self) -> str:
+        """Return the API's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        """Return everything the server printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_until_answering(self, timeout: float = 30.0) -> float:
+        """Wait until ``GET /metadata`` answers 200; return how many seconds that took."""
+        started = time.monotonic()
+        while True:
+            if not self.process.running():
+                raise AssertionError(f"bulkhead serve exited early:\n{self.log()[-4000:]}")
+            try:
+                if requests.get(f"{self.base_url}/metadata", timeout=5).status_code == 200:
+                    return time.monotonic() - started
+            except requests.RequestException:
+                pass
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"no answer on /metadata within {timeout:.0f} s:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+
+    def runtime(self) -> dict[str, str]:
+        """Return what the server recorded in its runtime file (URLs and keys of its services)."""
+        return {str(k): str(v) for k, v in json.loads((self.data_dir / "serve.json").read_text()).items()}
+
+    def processes(self) -> list[psutil.Process]:
+        """Return every process the server runs: its descendants and the embedded PostgreSQL's."""
+        found: dict[int, psutil.Process] = {}
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for p in psutil.Process(self.process.pid).children(recursive=True):
+                found[p.pid] = p
+        marker = str(self.data_dir)
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if any(marker in part for part in (p.info["cmdline"] or [])) and p.pid != self.process.pid:
+                    found[p.pid] = p
+                    for child in p.children(recursive=True):
+                        found[child.pid] = child
+        return list(found.values())
+
+    def stop(self) -> int | None:
+        """Send SIGTERM and wait for the server to exit; return its exit code."""
+        return self.process.stop()
+
+
+@contextmanager
+def serve_process(
+    data_dir: Path, *, environ: dict[str, str] | None = None, timeout: float = 30.0
+) -> Iterator[ServeProcess]:
+    """Run ``bulkhead serve`` until the block ends; it answers ``/metadata`` when the block starts."""
+    serve = ServeProcess(data_dir, environ=environ)
+    try:
+        serve.wait_until_answering(timeout)
+        yield serve
+    finally:
+        serve.stop()
