@@ -26,10 +26,21 @@ INTERACTIONS = [
 ]
 
 
-def _search_params(rtype: str) -> list[dict[str, Any]]:
+def _search_params(rtype: str, registry: Any = None) -> list[dict[str, Any]]:
     from api.capabilities import search_params_for
 
-    return search_params_for(rtype)
+    return search_params_for(rtype, registry)
+
+
+def _partition_registry(partition: str) -> Any:
+    """Return the partition's search registry when it has parameters of its own, else None (built-in)."""
+    import storage.custom_params  # noqa: F401 - registers the partitions' own parameters
+    from storage.search import builtin_registry, registry_for
+
+    with current_app.extensions["bulkhead.db"].unit_of_work(partition) as uow:
+        pid = uow.resources.partition_id()
+        registry = registry_for(uow.session, pid) if pid is not None else None
+    return None if registry is None or registry is builtin_registry() else registry
 
 
 def search_limitations_extension() -> dict[str, Any]:
@@ -42,6 +53,7 @@ def search_limitations_extension() -> dict[str, Any]:
 def capability_statement(partition: str) -> dict[str, Any]:
     """Build the CapabilityStatement of one partition's base."""
     settings = current_app.config["BULKHEAD_SETTINGS"]
+    registry = _partition_registry(partition)
     resources = []
     for rtype in sorted(resource_types()):
         resources.append(
@@ -54,7 +66,7 @@ def capability_statement(partition: str) -> dict[str, Any]:
                 "conditionalCreate": True,
                 "conditionalUpdate": False,
                 "conditionalDelete": "not-supported",
-                "searchParam": _search_params(rtype),
+                "searchParam": _search_params(rtype, registry),
             }
         )
     return {
