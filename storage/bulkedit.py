@@ -19,6 +19,7 @@ from datetime import datetime
 
 from sqlalchemy import text
 
+from storage.search import parse_search, registry_for, select_surrogate_ids
 from storage.search.index import unindex_resources
 from storage.uow import UnitOfWork
 
@@ -50,9 +51,9 @@ def partition_id(uow: UnitOfWork) -> int | None:
 
 
 def live_ranges(
-    uow: UnitOfWork, types: Sequence[str] | None, chunk_rows: int, *, low: int = 0
+    uow: UnitOfWork, types: Sequence[str] | None, chunk_rows: int, *, low: int = 0, high: int | None = None
 ) -> list[IdRange]:
-    """Return ranges of about ``chunk_rows`` live current versions per type, from surrogate id ``low``."""
+    """Return ranges of about ``chunk_rows`` live current versions per type, surrogate ids ``low..high``."""
     pid = partition_id(uow)
     if pid is None:
         return []
@@ -66,13 +67,20 @@ def live_ranges(
                            / :chunk AS b
                 FROM resource
                 WHERE partition_id = :pid AND NOT is_history AND NOT is_deleted AND surrogate_id >= :low
+                  AND surrogate_id <= :high
                   AND (CAST(:types AS text[]) IS NULL OR resource_type = ANY(CAST(:types AS text[])))
             ) x
             GROUP BY resource_type, b
             ORDER BY resource_type, b
             """
         ),
-        {"pid": pid, "chunk": max(chunk_rows, 1), "low": low, "types": list(types) if types else None},
+        {
+            "pid": pid,
+            "chunk": max(chunk_rows, 1),
+            "low": low,
+            "high": high if high is not None else 2**62,
+            "types": list(types) if types else None,
+        },
     ).all()
     return [IdRange(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
@@ -85,10 +93,7 @@ def select_live(
     if pid is None:
         return []
     if query:
-        from storage.search import select_surrogate_ids  # type: ignore[attr-defined]
-
-        found: list[int] = select_surrogate_ids(uow.session, pid, rtype, list(query), low=low, high=high)
-        return sorted(found)
+        return select_surrogate_ids(uow.session, pid, rtype, list(query), low=low, high=high)
     return list(
         uow.session.execute(
             text(
@@ -99,6 +104,13 @@ def select_live(
             {"pid": pid, "t": rtype, "low": low, "high": high},
         ).scalars()
     )
+
+
+def check_query(uow: UnitOfWork, types: Sequence[str], query: Sequence[tuple[str, str]]) -> None:
+    """Raise InvalidRequest if ``query`` is not a valid search of each of ``types`` in this partition."""
+    registry = registry_for(uow.session, partition_id(uow))
+    for rtype in types:
+        parse_search(registry, [rtype], list(query), criteria_only=True)
 
 
 def lock_live(uow: UnitOfWork, surrogate_ids: Sequence[int]) -> list[LiveVersion]:
