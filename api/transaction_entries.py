@@ -27,6 +27,7 @@ _DECODER = json.JSONDecoder()
 _WS = re.compile(r"[ \t\n\r]*")
 _REFERENCE = re.compile(rb'("reference"[ \t\n\r]*:[ \t\n\r]*")((?:[^"\\]|\\.)*)(")')
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Bases:
 
     def resolve(self, url: str) -> str:
         """Return ``url`` relative to the partition's base; refuse another partition's or server's URL."""
-        if "://" not in url:
+        if not _ABSOLUTE.match(url):
             return url.lstrip("/")
         for root in self.roots:
             if not url.startswith(root + "/") and url != root:
@@ -93,13 +94,18 @@ class Bases:
 
     def foreign(self, reference: str) -> bool:
         """Return whether an absolute reference points into another partition of this server."""
-        if "://" not in reference:
+        if not _ABSOLUTE.match(reference):
             return False
         try:
             self.resolve(reference)
         except InvalidRequest as exc:
             return "cross-partition" in exc.message
         return False
+
+
+def is_absolute(url: str) -> bool:
+    """Return whether ``url`` starts with a scheme (``http://...``) rather than a path."""
+    return _ABSOLUTE.match(url) is not None
 
 
 def _ws(text: str, i: int) -> int:
@@ -302,6 +308,7 @@ __all__ = [
     "Entry",
     "check_references",
     "etag_version",
+    "is_absolute",
     "read_bundle",
     "references",
     "resource_bytes",

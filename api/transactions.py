@@ -28,6 +28,7 @@ from api.transaction_entries import (
     Entry,
     check_references,
     etag_version,
+    is_absolute,
     read_bundle,
     rewrite_references,
 )
@@ -176,6 +177,21 @@ def _prepare(entry: Entry, mapping: dict[str, str], bases: Bases) -> None:
     check_references(entry, bases)
 
 
+def reference_map(entries: list[Entry]) -> dict[str, str]:
+    """Map each fullUrl of a created or updated entry (and the ``Type/id`` a RESTful fullUrl of a created
+    entry ends with, as the official examples write it) to the ``Type/id`` it is stored under."""
+    mapping: dict[str, str] = {}
+    for e in entries:
+        if not e.full_url or not e.target or e.method not in {"POST", "PUT"}:
+            continue
+        if e.full_url != e.target:
+            mapping[e.full_url] = e.target
+        parts = e.full_url.rstrip("/").split("/")
+        if e.method == "POST" and is_absolute(e.full_url) and len(parts) >= 2 and parts[-2] == e.rtype:
+            mapping.setdefault(f"{parts[-2]}/{parts[-1]}", e.target)
+    return mapping
+
+
 def _check_overlaps(entries: list[Entry]) -> None:
     seen: dict[str, Entry] = {}
     for entry in entries:
@@ -215,11 +231,7 @@ def run_transaction(db: Database, partition: str, entries: list[Entry], bases: B
                     current.rid = str(uuid.uuid4())
             current = None
             _check_overlaps(entries)
-            mapping = {
-                e.full_url: e.target
-                for e in entries
-                if e.full_url and e.target and e.method in {"POST", "PUT"} and e.full_url != e.target
-            }
+            mapping = reference_map(entries)
             for current in entries:
                 _prepare(current, mapping, bases)
             for current in (e for e in ordered if e.method != "DELETE" and e.index not in results):
