@@ -23,13 +23,14 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    create_engine,
     insert,
     select,
-    text,
     true,
 )
 
 from storage.database import Database
+from storage.db import sqlalchemy_url
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +126,25 @@ class AuditLog:
 
     def __init__(self, database: Database):
         self.database = database
-        self.engine: Engine = database.engine
+        # A small pool of its own: autocommit (one round trip per event) and asynchronous commit (no fsync
+        # wait), settings that must never leak onto the connections resources are written with.
+        self.engine: Engine = create_engine(
+            sqlalchemy_url(database.url),
+            pool_size=2,
+            max_overflow=8,
+            pool_pre_ping=True,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"options": "-c timezone=UTC -c synchronous_commit=off"},
+        )
 
     def write(self, event: AuditEvent) -> None:
-        """Append one event in a short transaction of its own (asynchronous commit: no fsync wait)."""
-        with self.engine.begin() as conn:
-            conn.execute(text("SET LOCAL synchronous_commit = off"))
+        """Append one event: a single autocommitted INSERT (asynchronous commit: no fsync wait)."""
+        with self.engine.connect() as conn:
             conn.execute(insert(audit_event), [event.row()])
+
+    def dispose(self) -> None:
+        """Close the audit connections."""
+        self.engine.dispose()
 
     def query(
         self,
