@@ -22,6 +22,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	@# The compose file is checked where a compose tool exists (the docker CLI may lack the plugin).
+	@if docker compose version >/dev/null 2>&1; then docker compose config -q && echo "docker-compose.yml is valid"; \
+	elif command -v docker-compose >/dev/null 2>&1; then docker-compose config -q && echo "docker-compose.yml is valid"; \
+	else echo "no docker compose here: docker-compose.yml not checked"; fi
 	$(MAKE) typecheck
 
 typecheck: $(STAMP)
