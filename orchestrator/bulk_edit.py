@@ -12,6 +12,7 @@ import logging
 from typing import Any, Protocol
 
 from core.settings import Settings
+from orchestrator.registry import register_planner
 from storage import Database
 from storage.bulkedit import ledger_counts, live_ranges
 from storage.objectstore import ObjectStore, object_store_from_settings
@@ -115,3 +116,7 @@ def committed_counts(database: Database, partition: str, group_id: str) -> dict[
     """Return what a bulk edit has changed so far (for a cancel: committed changes stay)."""
     with database.unit_of_work(partition) as uow:
         return ledger_counts(uow, group_id)
+
+
+register_planner(UPDATE, plan_bulk_edit, finish_bulk_edit)
+register_planner(DELETE, plan_bulk_edit, finish_bulk_edit)

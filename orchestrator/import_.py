@@ -21,6 +21,7 @@ from core.fhirdates import format_instant
 from core.importspec import NONE, ImportSpec
 from core.ndjson_ranges import is_gzip, plan_ranges
 from core.settings import Settings
+from orchestrator.registry import register_planner
 from storage import Database
 from storage.importsource import check_input_allowed, open_source
 from storage.importwrite import import_watermark
@@ -176,3 +177,6 @@ def finish_import(ctx: PlanContext, job: Any, parts: list[Any]) -> dict[str, Any
         extra={"partition": ctx.partition, "job_id": ctx.job_id},
     )
     return result
+
+
+register_planner(KIND, plan_import, finish_import)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from core.jobs import PermanentJobError
 from core.settings import Settings
+from orchestrator.registry import register_planner
 from storage import Database
 from storage.bulkedit import live_ranges
 from storage.custom_params import activate, refresh
@@ -131,3 +132,6 @@ def finish_reindex(ctx: PlanContext, job: Any, parts: list[Any]) -> dict[str, An
             "rejected": params.get("rejected", []),
         },
     }
+
+
+register_planner(KIND, plan_reindex, finish_reindex)

@@ -40,6 +40,7 @@ from storage.importwrite import write_index
 from storage.objectstore import ObjectStore
 from storage.search.index import IndexRows, index_rows_for
 from storage.search.registry import registry_for
+from workers.registry import register_processor
 
 log = logging.getLogger(__name__)
 UPDATE, DELETE = "bulk-update", "bulk-delete"
@@ -164,5 +165,8 @@ def process_bulk_edit(ctx: EditContext, job: Any) -> dict[str, Any]:
     )
     return result
 
+
+register_processor(UPDATE, process_bulk_edit, queue="bulk")
+register_processor(DELETE, process_bulk_edit, queue="bulk")
 
 __all__ = ["DELETE", "UPDATE", "process_bulk_edit"]

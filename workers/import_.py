@@ -31,6 +31,7 @@ from storage import Database
 from storage.importsource import ImportSource, open_source
 from storage.importwrite import ImportWriter
 from storage.objectstore import ObjectStore
+from workers.registry import register_processor
 
 log = logging.getLogger(__name__)
 KIND = "import"
@@ -228,5 +229,7 @@ def process_import(ctx: ImportContext, job: Any) -> dict[str, Any]:
 def _instant(value: str) -> datetime:
     return parse_instant(value)
 
+
+register_processor(KIND, process_import)
 
 __all__ = ["KIND", "outcome", "process_import"]

@@ -15,6 +15,7 @@ from core.settings import Settings
 from storage import Database
 from storage.objectstore import ObjectStore
 from storage.reindexing import reindex_batch, superseded
+from workers.registry import register_processor
 
 log = logging.getLogger(__name__)
 KIND = "reindex"
@@ -74,3 +75,6 @@ def process_reindex(ctx: ReindexContext, job: Any) -> dict[str, Any]:
         "superseded": replaced,
         "failed": failed[:100],
     }
+
+
+register_processor(KIND, process_reindex)
