@@ -24,7 +24,12 @@ from storage.objectstore import ObjectStore
 log = logging.getLogger(__name__)
 
 #: Modules that register the planners Bulkhead ships (imported by every orchestrator).
-BUILTIN_PLANNER_MODULES: tuple[str, ...] = ("orchestrator.export",)
+BUILTIN_PLANNER_MODULES: tuple[str, ...] = (
+    "orchestrator.export",
+    "orchestrator.import_",
+    "orchestrator.reindex",
+    "orchestrator.bulk_edit",
+)
 
 
 class PlanningContext(Protocol):

@@ -22,7 +22,12 @@ from storage.objectstore import ObjectStore
 log = logging.getLogger(__name__)
 
 #: Modules that register the operations Bulkhead ships (imported by every worker and orchestrator).
-BUILTIN_OPERATION_MODULES: tuple[str, ...] = ("workers.export",)
+BUILTIN_OPERATION_MODULES: tuple[str, ...] = (
+    "workers.export",
+    "workers.import_",
+    "workers.reindex",
+    "workers.bulk_edit",
+)
 _QUEUE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 
 
