@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import fcntl
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from api.supervisor import read_runtime
 from core.errors import BulkheadError
 from core.partition import DEFAULT_PARTITION
 from core.settings import Settings
@@ -22,16 +23,12 @@ from storage.embedded import EmbeddedPostgres
 from storage.security import role_url
 
 log = logging.getLogger(__name__)
-RUNTIME_FILE = "serve.json"
 
 
 def _running_serve_url(data_dir: Path) -> str | None:
     """Return the database URL a running ``bulkhead serve`` recorded in ``data_dir``, if one runs."""
-    try:
-        runtime = json.loads((data_dir / RUNTIME_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(runtime, dict) or not runtime.get("BULKHEAD_DATABASE_URL"):
+    runtime = read_runtime(data_dir)
+    if not runtime or not runtime.get("BULKHEAD_DATABASE_URL"):
         return None
     try:
         pid = int(runtime.get("pid") or 0)
@@ -40,7 +37,7 @@ def _running_serve_url(data_dir: Path) -> str | None:
         os.kill(pid, 0)
     except (ValueError, ProcessLookupError, PermissionError):
         return None
-    return str(runtime["BULKHEAD_DATABASE_URL"])
+    return runtime["BULKHEAD_DATABASE_URL"]
 
 
 @contextmanager
@@ -55,6 +52,28 @@ def seed_database(settings: Settings) -> Iterator[tuple[str, str]]:
     if running:
         yield running, f"the running 'bulkhead serve' in {data_dir}"
         return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with _serve_lock(data_dir):
+        yield from _embedded(settings, data_dir)
+
+
+@contextmanager
+def _serve_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's ``bulkhead serve`` lock: no server starts on the same files meanwhile."""
+    with (data_dir / "serve.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise click.ClickException(
+                f"a 'bulkhead serve' is starting in {data_dir}; try again once it answers"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _embedded(settings: Settings, data_dir: Path) -> Iterator[tuple[str, str]]:
     server = EmbeddedPostgres(data_dir / "postgres")
     owner_url = server.start()
     try:
