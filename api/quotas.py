@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from typing import Any, Protocol
@@ -42,6 +43,8 @@ from storage.partition_config import (
 
 log = logging.getLogger(__name__)
 bp = Blueprint("partition_config", __name__)
+MAX_CACHED_PARTITIONS = 10_000
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class RateLimiter(Protocol):
@@ -126,6 +129,8 @@ class LimitsCache:
         if hit is not None and hit[0] > now:
             return hit[1]
         limits = effective_limits(self.database, self.settings, partition)
+        if len(self._cache) >= MAX_CACHED_PARTITIONS:
+            self._cache.clear()  # many partitions (or many made-up names): start over rather than grow
         self._cache[partition] = (now + self.settings.partition_config_ttl_seconds, limits)
         return limits
 
@@ -147,8 +152,8 @@ def partition_limits(partition: str) -> PartitionLimits:
 def enforce_quotas() -> None:
     """Refuse the request when its partition is over its rate or size limits (before_request)."""
     partition = request_partition()
-    if partition is None or request.method == "OPTIONS":
-        return
+    if partition is None or request.method == "OPTIONS" or not _NAME.fullmatch(partition):
+        return  # system endpoints; invalid names are refused by routing
     limits = partition_limits(partition)
     rate = limits.rate_per_second or 0.0
     if rate > 0:
