@@ -1,0 +1,53 @@
+"""``bulkhead worker``: the Dramatiq CLI, pointed at Bulkhead's broker and operation modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from core.settings import Settings
+from workers.registry import BUILTIN_OPERATION_MODULES, modules_from_setting
+
+
+def dramatiq_argv(
+    settings: Settings,
+    *,
+    processes: int | None = None,
+    threads: int | None = None,
+    queues: Iterable[str] = (),
+    modules: Iterable[str] = (),
+) -> list[str]:
+    """Return the Dramatiq CLI arguments of a worker: broker module, operation modules and options."""
+    operation_modules = dict.fromkeys(
+        [*BUILTIN_OPERATION_MODULES, *modules_from_setting(settings.job_modules), *modules]
+    )
+    argv = [
+        "workers.actors",
+        *operation_modules,
+        "--processes",
+        str(max(1, processes or settings.worker_processes)),
+        "--threads",
+        str(max(1, threads or settings.worker_threads)),
+        "--skip-logging",
+        "--worker-shutdown-timeout",
+        str(int(max(1.0, settings.job_stale_seconds) * 1000)),
+    ]
+    chosen = [q for value in queues for q in value.split(",") if q]
+    if chosen:
+        argv += ["--queues", *chosen]
+    return argv
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    processes: int | None = None,
+    threads: int | None = None,
+    queues: Iterable[str] = (),
+    modules: Iterable[str] = (),
+) -> int:
+    """Run Dramatiq worker processes until they are stopped; return the exit code."""
+    from dramatiq.cli import main, make_argument_parser
+
+    argv = dramatiq_argv(settings, processes=processes, threads=threads, queues=queues, modules=modules)
+    code = main(make_argument_parser().parse_args(argv))  # type: ignore[no-untyped-call]
+    return int(code or 0)

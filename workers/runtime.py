@@ -1,0 +1,240 @@
+"""Run one processing job: claim, heartbeat, process, then complete, fail or retry under the job's version.
+
+``run_processing_job`` is what every processing actor does with its message. It is idempotent: a message
+for a job that is not queued (a duplicate, a job already done, cancelled or running elsewhere) does
+nothing. A worker whose job was taken over cannot write its end: every write names the version its claim
+returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from dramatiq.middleware import Shutdown, TimeLimitExceeded
+
+from core.errors import BulkheadError, Forbidden, InvalidRequest, NotFound, Unprocessable
+from core.jobs import (
+    JobCancelled,
+    JobFenced,
+    JobInfo,
+    PermanentJobError,
+    failure_outcome,
+    job_outcome,
+    outcome_of,
+)
+from core.settings import Settings
+from storage import Database
+from storage.jobs import JobQueue
+from storage.objectstore import ObjectStore, object_store_from_settings
+from workers.broker import MessageSender, outbox_for
+from workers.heartbeat import JobHeartbeat
+from workers.logs import job_log_context
+from workers.registry import processor_for
+
+log = logging.getLogger(__name__)
+
+#: Errors of the request itself: retrying cannot help, the job fails at once and keeps their status.
+#: (Conflict is not one of them: a concurrent change is worth another attempt.)
+_REQUEST_ERRORS = (InvalidRequest, NotFound, Forbidden, Unprocessable)
+
+
+@dataclass
+class WorkerResources:
+    """What a worker process holds for every job it runs: settings, database, object store, outbox.
+
+    ``store`` and ``message_sender`` are built from the settings on first use unless given.
+    """
+
+    settings: Settings
+    database: Database
+    store: ObjectStore | None = field(default=None, repr=False)
+    message_sender: MessageSender | None = field(default=None, repr=False)
+
+    @cached_property
+    def object_store(self) -> ObjectStore:
+        """Return the object store."""
+        return self.store if self.store is not None else object_store_from_settings(self.settings)
+
+    @cached_property
+    def sender(self) -> MessageSender:
+        """Return the message sender."""
+        return self.message_sender if self.message_sender is not None else outbox_for(self.settings)
+
+    @property
+    def queue(self) -> JobQueue:
+        """Return the job queue on this database."""
+        return JobQueue(self.database)
+
+
+_RESOURCES: WorkerResources | None = None
+_RESOURCES_LOCK = threading.Lock()
+
+
+def worker_resources() -> WorkerResources:
+    """Return this process's resources, built from the environment on first use (after any fork)."""
+    global _RESOURCES  # noqa: PLW0603 - one set of connections per process, built lazily
+    with _RESOURCES_LOCK:
+        if _RESOURCES is None:
+            settings = Settings.from_env()
+            if not settings.database_url:
+                raise RuntimeError("BULKHEAD_DATABASE_URL is not set")
+            _RESOURCES = WorkerResources(settings=settings, database=Database(settings.database_url))
+        return _RESOURCES
+
+
+def use_worker_resources(resources: WorkerResources | None) -> None:
+    """Make ``resources`` this process's (or forget them with None): for embedding and tests."""
+    global _RESOURCES  # noqa: PLW0603
+    with _RESOURCES_LOCK:
+        _RESOURCES = resources
+
+
+def worker_name() -> str:
+    """Return who is working: host, process and thread."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"[:200]
+
+
+@dataclass
+class JobContext:
+    """What a processor or planner gets: the job's partition and ids, shared resources, heartbeat."""
+
+    partition: str
+    job_id: str
+    group_id: str
+    settings: Settings
+    database: Database
+    object_store: ObjectStore
+    beat: JobHeartbeat | None = None
+
+    @classmethod
+    def of(cls, job: JobInfo, resources: WorkerResources, beat: JobHeartbeat | None) -> JobContext:
+        """Return the context of ``job`` on ``resources``."""
+        return cls(
+            partition=job.partition,
+            job_id=job.id,
+            group_id=job.group_id,
+            settings=resources.settings,
+            database=resources.database,
+            object_store=resources.object_store,
+            beat=beat,
+        )
+
+    def heartbeat(self, progress: dict[str, Any]) -> None:
+        """Report progress; raise JobCancelled when cancel was requested, JobFenced when taken over."""
+        if self.beat is not None:
+            self.beat.report(progress)
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Return the back-off before attempt ``attempts + 1``: doubling from the base, capped."""
+    base = max(0.0, settings.job_retry_backoff_seconds)
+    return float(min(settings.job_retry_backoff_max_seconds, base * 2 ** max(0, attempts - 1)))
+
+
+def run_processing_job(resources: WorkerResources, partition: str, job_id: str) -> str:
+    """Run processing job ``job_id`` of ``partition`` if it can be claimed; return what became of it.
+
+    The answer is one of ``skipped`` (not claimable: a duplicate message, say), ``completed``, ``failed``,
+    ``cancelled``, ``fenced`` (taken over meanwhile: nothing was written) and ``requeued``.
+    """
+    with job_log_context(partition, job_id):
+        queue = resources.queue
+        job = queue.claim(partition, job_id, worker_name())
+        if job is None:
+            log.info("job %s is not queued (duplicate message, done or cancelled): nothing to do", job_id)
+            return "skipped"
+        outcome = _run_claimed(resources, job)
+        if outcome in ("completed", "failed", "cancelled"):
+            _notify(resources, job)
+        return outcome
+
+
+def _notify(resources: WorkerResources, job: JobInfo) -> None:
+    """Tell the orchestrator that a processing job ended (the sweeper covers a lost message)."""
+    try:
+        resources.sender.send_orchestrate(job.partition, job.group_id)
+    except BulkheadError as exc:
+        log.warning("orchestrate for group %s not sent: %s", job.group_id, exc.message)
+
+
+def _run_claimed(resources: WorkerResources, job: JobInfo) -> str:
+    queue = resources.queue
+    processor = processor_for(job.kind)
+    if processor is None:
+        message = f"No processor for jobs of kind {job.kind!r} is installed on this worker"
+        queue.fail(job.partition, job.id, job.version, failure_outcome(message))
+        log.error("%s", message)
+        return "failed"
+    beat = JobHeartbeat(queue, job.partition, job.id, job.version, resources.settings.job_heartbeat_seconds)
+    ctx = JobContext.of(job, resources, beat)
+    log.info("job %s started (attempt %s of %s)", job.id, job.attempts, job.max_attempts)
+    try:
+        try:
+            beat.start()
+            result = processor.process(ctx, job)
+        finally:
+            beat.stop()
+        beat.check()
+        if queue.complete(job.partition, job.id, job.version, result, beat.progress or None) is None:
+            log.warning("job %s was taken over while it ran; its result is dropped", job.id)
+            return "fenced"
+        log.info("job %s completed", job.id)
+        return "completed"
+    except JobCancelled:
+        queue.mark_cancelled(job.partition, job.id, job.version)
+        log.info("job %s stopped: cancelled", job.id)
+        return "cancelled"
+    except JobFenced:
+        log.warning("job %s stopped: taken over by another worker", job.id)
+        return "fenced"
+    except PermanentJobError as exc:
+        return _fail(resources, job, job_outcome(exc.issues), exc.message)
+    except _REQUEST_ERRORS as exc:
+        return _fail(resources, job, outcome_of(exc), exc.message)
+    except Shutdown:
+        queue.requeue(job.partition, job.id, job.version, None, count_attempt=False)
+        log.info("job %s put back in the queue: this worker is shutting down", job.id)
+        _resend(resources, job, 0.0)
+        return "requeued"
+    except TimeLimitExceeded:
+        limit = resources.settings.job_time_limit_seconds
+        return _retry(resources, job, f"The job ran longer than its time limit ({limit:.0f} s)")
+    except Exception as exc:
+        log.exception("job %s failed (attempt %s of %s)", job.id, job.attempts, job.max_attempts)
+        return _retry(resources, job, f"{type(exc).__name__}: {exc}")
+
+
+def _fail(resources: WorkerResources, job: JobInfo, error: dict[str, Any], why: str) -> str:
+    if resources.queue.fail(job.partition, job.id, job.version, error) is None:
+        return "fenced"
+    log.error("job %s failed for good: %s", job.id, why)
+    return "failed"
+
+
+def _retry(resources: WorkerResources, job: JobInfo, why: str) -> str:
+    """Requeue the job with back-off, or fail it when its attempts are used up."""
+    if job.attempts >= job.max_attempts:
+        message = f"Gave up after {job.attempts} attempts; the last one failed: {why}"
+        return _fail(resources, job, failure_outcome(message), message)
+    delay = retry_delay(resources.settings, job.attempts)
+    error = failure_outcome(f"Attempt {job.attempts} of {job.max_attempts} failed: {why}")
+    if resources.queue.requeue(job.partition, job.id, job.version, error, delay_seconds=delay) is None:
+        return "fenced"
+    log.warning("job %s will run again in %.1f s: %s", job.id, delay, why)
+    _resend(resources, job, delay)
+    return "requeued"
+
+
+def _resend(resources: WorkerResources, job: JobInfo, delay: float) -> None:
+    try:
+        resources.sender.send_process(job.kind, job.partition, job.id, delay_seconds=delay)
+    except BulkheadError as exc:
+        log.warning(
+            "job %s requeued but its message was not sent (%s); the sweeper will", job.id, exc.message
+        )
