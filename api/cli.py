@@ -11,6 +11,7 @@ from types import FrameType
 import click
 
 from api.auth_cli import COMMANDS as AUTH_COMMANDS
+from api.jobs_cli import COMMANDS as JOB_COMMANDS
 from api.logs import configure_logging
 from api.seed import seed as seed_command
 from core.settings import Settings
@@ -26,6 +27,8 @@ def main() -> None:
 
 main.add_command(seed_command)
 for _command in AUTH_COMMANDS:
+    main.add_command(_command)
+for _command in JOB_COMMANDS:
     main.add_command(_command)
 
 
