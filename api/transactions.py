@@ -20,6 +20,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from api import service
 from api.bundles import render_bundle
+from api.conditional import find_matching
 from api.errors import operation_outcome
 from api.http import base_url, fhir_response, json_body, prefer_return
 from api.transaction_entries import (
@@ -32,6 +33,7 @@ from api.transaction_entries import (
     read_bundle,
     rewrite_references,
 )
+from api.transaction_search import searchset
 from core.errors import (
     BulkheadError,
     Gone,
@@ -57,6 +59,7 @@ class Result:
     stored: StoredVersion | None = None
     created: bool = False
     error: BulkheadError | None = None
+    body: bytes | None = None
 
 
 def _db() -> Database:
@@ -97,23 +100,14 @@ def relabel(exc: BulkheadError, entry: Entry) -> BulkheadError:
     return labelled
 
 
-def _matches(uow: UnitOfWork, rtype: str, query: str) -> list[StoredVersion]:
-    from api import conditional
+def _resolve_conditional(uow: UnitOfWork, entry: Entry, base: str) -> Result | None:
+    """Return the existing match of a conditional create, None when the entry must create.
 
-    finder = getattr(conditional, "find_matching", None)
-    if finder is None:
-        raise MethodNotAllowed(
-            "Conditional create (request.ifNoneExist) inside a batch or transaction is not supported yet"
-        )
-    found: list[StoredVersion] = list(finder(uow, rtype, query))
-    return found
-
-
-def _resolve_conditional(uow: UnitOfWork, entry: Entry) -> Result | None:
-    """Return the existing match of a conditional create, None when the entry must create."""
+    ``find_matching`` holds a lock on the condition until the unit of work ends, so two concurrent
+    conditional creates with the same criteria cannot both create.
+    """
     assert entry.rtype is not None and entry.if_none_exist is not None
-    query = entry.if_none_exist.split("?", 1)[-1]
-    found = _matches(uow, entry.rtype, query)
+    found = find_matching(uow, entry.rtype, entry.if_none_exist, base=base)
     if not found:
         return None
     if len(found) > 1:
@@ -124,10 +118,11 @@ def _resolve_conditional(uow: UnitOfWork, entry: Entry) -> Result | None:
     return Result(200, stored=found[0])
 
 
-def _read(uow: UnitOfWork, entry: Entry) -> Result:
+def _read(uow: UnitOfWork, entry: Entry, base: str) -> Result:
     assert entry.rtype is not None
     if entry.rid is None:
-        raise MethodNotAllowed("Search inside a batch or transaction is not supported yet")
+        settings = current_app.config["BULKHEAD_SETTINGS"]
+        return Result(200, body=searchset(uow, entry.rtype, entry.query or "", base, settings))
     if entry.vid is not None:
         stored = (
             uow.resources.version(entry.rtype, entry.rid, int(entry.vid)) if entry.vid.isdigit() else None
@@ -147,7 +142,7 @@ def _read(uow: UnitOfWork, entry: Entry) -> Result:
     return Result(200, stored=stored)
 
 
-def _run(uow: UnitOfWork, entry: Entry) -> Result:
+def _run(uow: UnitOfWork, entry: Entry, base: str) -> Result:
     """Run one entry inside ``uow``."""
     assert entry.rtype is not None
     if entry.method == "DELETE":
@@ -164,7 +159,7 @@ def _run(uow: UnitOfWork, entry: Entry) -> Result:
             uow, entry.rtype, entry.rid, entry.raw, entry.resource, if_match=entry.if_match
         )
         return Result(201 if written.created else 200, stored=written.stored, created=written.created)
-    return _read(uow, entry)
+    return _read(uow, entry, base)
 
 
 def _prepare(entry: Entry, mapping: dict[str, str], bases: Bases) -> None:
@@ -218,13 +213,14 @@ def run_transaction(db: Database, partition: str, entries: list[Entry], bases: B
             entry.rid = str(uuid.uuid4())
     ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
     results: dict[int, Result] = {}
+    base = base_url(partition)
     with db.unit_of_work(partition) as uow:
         current: Entry | None = None
         try:
             for current in (e for e in ordered if e.method == "DELETE"):
-                results[current.index] = _run(uow, current)
+                results[current.index] = _run(uow, current, base)
             for current in (e for e in ordered if e.method == "POST" and e.if_none_exist is not None):
-                found = _resolve_conditional(uow, current)
+                found = _resolve_conditional(uow, current, base)
                 if found is not None:
                     results[current.index] = found
                 else:
@@ -235,7 +231,7 @@ def run_transaction(db: Database, partition: str, entries: list[Entry], bases: B
             for current in entries:
                 _prepare(current, mapping, bases)
             for current in (e for e in ordered if e.method != "DELETE" and e.index not in results):
-                results[current.index] = _run(uow, current)
+                results[current.index] = _run(uow, current, base)
         except BulkheadError as exc:
             raise relabel(exc, current) if current is not None else exc from None
         uow.commit()
@@ -244,13 +240,14 @@ def run_transaction(db: Database, partition: str, entries: list[Entry], bases: B
 
 
 def _run_alone(db: Database, partition: str, entry: Entry, bases: Bases) -> Result:
+    base = base_url(partition)
     with db.unit_of_work(partition) as uow:
         if entry.method == "POST" and entry.if_none_exist is not None:
-            found = _resolve_conditional(uow, entry)
+            found = _resolve_conditional(uow, entry, base)
             if found is not None:
                 return found
         _prepare(entry, {}, bases)
-        result = _run(uow, entry)
+        result = _run(uow, entry, base)
         uow.commit()
     return result
 
@@ -303,6 +300,8 @@ def render_response(kind: str, partition: str, entries: list[Entry], results: li
                 )
         if result.error is not None:
             response["outcome"] = operation_outcome(result.error.issues)
+        if result.body is not None and entry.method == "GET":
+            raw = result.body
         if raw is not None:
             item["resource"] = "__RAW__"
         item["response"] = response
