@@ -314,3 +314,71 @@ def test_a_transaction_body_in_xml_or_without_a_json_content_type_is_refused(
     assert_outcome(xml, 415)
     broken = client.post(root(partition), data=b'{"resourceType": "Bundle",', headers={"Content-Type": FHIR})
     assert_outcome(broken, 400)
+
+
+def test_a_conditional_create_entry_reuses_a_match_and_references_follow_it(
+    client: FlaskClient, partition: str
+) -> None:
+    # Given a patient with an identifier
+    known = {"resourceType": "Patient", "id": "known", "identifier": [{"system": "urn:ids", "value": "42"}]}
+    put(client, f"{base(partition)}/Patient/known", known)
+    # When a transaction conditionally creates that patient and an observation that refers to it
+    tx = bundle(
+        entry(
+            "POST",
+            "Patient",
+            {"resourceType": "Patient", "identifier": [{"system": "urn:ids", "value": "42"}]},
+            full_url=PATIENT_URN,
+            ifNoneExist="identifier=urn:ids|42",
+        ),
+        entry("POST", "Observation", observation(PATIENT_URN)),
+    )
+    resp = post(client, root(partition), tx)
+    # Then the existing patient is used (200) and the observation names it
+    assert resp.status_code == 200, resp.data
+    patient_entry, obs_entry = resp.get_json(force=True)["entry"]
+    assert patient_entry["response"]["status"] == "200 OK"
+    assert patient_entry["resource"]["id"] == "known"
+    assert obs_entry["resource"]["subject"]["reference"] == "Patient/known"
+    assert stored_state(client, partition).history_totals == (2,)
+    # And criteria that match nothing create
+    tx["entry"][0]["request"]["ifNoneExist"] = "identifier=urn:ids|43"
+    created = post(client, root(partition), tx).get_json(force=True)["entry"][0]
+    assert created["response"]["status"] == "201 Created"
+
+
+def test_a_conditional_create_entry_matching_several_resources_fails_with_412(
+    client: FlaskClient, partition: str
+) -> None:
+    for rid in ("twin1", "twin2"):
+        put(
+            client,
+            f"{base(partition)}/Patient/{rid}",
+            {"resourceType": "Patient", "id": rid, "gender": "other"},
+        )
+    before = stored_state(client, partition)
+    tx = bundle(entry("POST", "Patient", {"resourceType": "Patient"}, ifNoneExist="gender=other"))
+    assert_outcome(post(client, root(partition), tx), 412)
+    assert stored_state(client, partition) == before
+
+
+def test_search_entries_answer_with_a_searchset_that_sees_the_transactions_own_writes(
+    client: FlaskClient, partition: str
+) -> None:
+    # Given a transaction that creates two patients and then searches for them
+    tx = bundle(
+        entry("GET", "Patient?gender=female"),
+        entry("PUT", "Patient/s1", {"resourceType": "Patient", "id": "s1", "gender": "female"}),
+        entry("PUT", "Patient/s2", {"resourceType": "Patient", "id": "s2", "gender": "male"}),
+    )
+    resp = post(client, root(partition), tx)
+    # Then the search (run after the writes) finds the new female patient only
+    assert resp.status_code == 200, resp.data
+    found = resp.get_json(force=True)["entry"][0]
+    assert found["response"]["status"] == "200 OK"
+    assert found["resource"]["type"] == "searchset"
+    assert [e["resource"]["id"] for e in found["resource"]["entry"]] == ["s1"]
+    # And a search with an unknown parameter is that entry's 400 in a batch
+    batch = bundle(entry("GET", "Patient?nonsense=1"), kind="batch")
+    answer = post(client, root(partition), batch).get_json(force=True)["entry"][0]
+    assert answer["response"]["status"].startswith("400")

@@ -177,3 +177,37 @@ def test_the_same_transaction_in_two_partitions_creates_two_independent_sets(
     assert client.get(f"{base(other_partition)}/Observation/{obs_a}").status_code == 404
     assert client.get(f"{base(partition)}/Observation/{obs_b}").status_code == 404
     assert a["entry"][1]["resource"]["subject"]["reference"] == "Patient/same"
+
+
+def test_conditional_and_search_entries_never_match_across_partitions(
+    client: FlaskClient, partition: str, other_partition: str
+) -> None:
+    # Given a patient with identifier 7 in A only
+    victim, attacker = partition, other_partition
+    marked = {"resourceType": "Patient", "id": "m1", "identifier": [{"system": "urn:ids", "value": "7"}]}
+    put(client, f"{base(victim)}/Patient/m1", marked)
+    before = victim_view_of(client, victim)
+    # When B conditionally creates on that identifier and searches for it
+    tx = bundle(
+        "transaction",
+        {
+            "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:ids", "value": "7"}]},
+            "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:ids|7"},
+        },
+        {"request": {"method": "GET", "url": "Patient?identifier=urn:ids|7"}},
+        {"request": {"method": "GET", "url": "Patient?_id=m1"}},
+    )
+    entries = post(client, base(attacker), tx).get_json(force=True)["entry"]
+    # Then B created its own patient, and its searches see only its own
+    assert entries[0]["response"]["status"] == "201 Created"
+    own_id = entries[0]["resource"]["id"]
+    assert own_id != "m1"
+    assert [e["resource"]["id"] for e in entries[1]["resource"]["entry"]] == [own_id]
+    assert "entry" not in entries[2]["resource"]
+    assert victim_view_of(client, victim) == before
+
+
+def victim_view_of(client: FlaskClient, victim: str) -> tuple[bytes, int]:
+    """Return the victim's marked patient and history total."""
+    total = client.get(f"{base(victim)}/_history").get_json(force=True)["total"]
+    return client.get(f"{base(victim)}/Patient/m1").data, total
