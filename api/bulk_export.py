@@ -8,14 +8,18 @@ partition A is a 404 from partition B (status, DELETE and files alike).
 from __future__ import annotations
 
 import logging
-import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
+from api.bulk_common import accepts_gzip as _accepts_gzip
+from api.bulk_common import db as _db
+from api.bulk_common import gzip_stream as _gzip
+from api.bulk_common import http_date as _http_date
+from api.bulk_common import own_path as _own_path
+from api.bulk_common import settings as _settings
+from api.bulk_common import store as _store
 from api.errors import FHIR_JSON, operation_outcome
 from api.export_params import body_parameters, parse_export, prefers
 from api.http import base_url, fhir_response, json_body
@@ -28,39 +32,12 @@ from core.settings import Settings
 from orchestrator import export_service as jobs_api
 from orchestrator.export import KIND, resolve_patients
 from orchestrator.export_service import ACTIVE, ExportStatus
-from storage import Database
-from storage.objectstore import ObjectStore, object_store_from_settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("bulk_export", __name__)
 NDJSON = "application/fhir+ndjson"
 RETRY_AFTER_SECONDS = 2
 _STATUS = "/_operations/export/<job_id>"
-
-
-def _db() -> Database:
-    database: Database = current_app.extensions["bulkhead.db"]
-    return database
-
-
-def _settings() -> Settings:
-    settings: Settings = current_app.config["BULKHEAD_SETTINGS"]
-    return settings
-
-
-def _store() -> ObjectStore:
-    store: ObjectStore | None = current_app.extensions.get("bulkhead.objectstore")
-    if store is None:
-        store = object_store_from_settings(_settings())
-        current_app.extensions["bulkhead.objectstore"] = store
-    return store
-
-
-def _own_path(partition: str) -> str:
-    """Return the request path below the partition's base (``/$export``, ``/Patient/$export``...)."""
-    path = request.path
-    prefix = f"/partitions/{partition}"
-    return path[len(prefix) :] if path.startswith(prefix + "/") else path
 
 
 def _max_jobs(partition: str) -> int:
@@ -159,10 +136,6 @@ def manifest(partition: str, job_id: str, view: ExportStatus) -> dict[str, Any]:
     return body
 
 
-def _http_date(value: datetime) -> str:
-    return format_datetime(value.astimezone(UTC), usegmt=True)
-
-
 @bp.get(_STATUS)
 def status(partition: str, job_id: str) -> Response:
     """Report an export: 202 while it runs, 200 with the manifest, 4xx/5xx with an OperationOutcome."""
@@ -196,23 +169,6 @@ def cancel(partition: str, job_id: str) -> Response:
         ]
     )
     return fhir_response(body, 202)
-
-
-def _accepts_gzip() -> bool:
-    for item in request.headers.get("Accept-Encoding", "").split(","):
-        name, _, params = item.strip().partition(";")
-        if name.strip().lower() in ("gzip", "x-gzip", "*"):
-            return "q=0" not in params.replace(" ", "") or "q=0." in params
-    return False
-
-
-def _gzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
-    for chunk in chunks:
-        out = packer.compress(chunk)
-        if out:
-            yield out
-    yield packer.flush()
 
 
 @bp.get(f"{_STATUS}/<name>")
