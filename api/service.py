@@ -111,12 +111,15 @@ def update(
     return result
 
 
-def delete(db: Database, partition: str, rtype: str, rid: str, *, if_match: int | None = None) -> None:
-    """Delete a resource; deleting what does not exist succeeds quietly."""
+def delete(
+    db: Database, partition: str, rtype: str, rid: str, *, if_match: int | None = None
+) -> StoredVersion | None:
+    """Delete a resource and return the deletion version; deleting what does not exist succeeds quietly."""
     require_type(rtype)
     with db.unit_of_work(partition) as uow:
-        delete_in(uow, rtype, rid, if_match=if_match)
+        deleted = delete_in(uow, rtype, rid, if_match=if_match)
         uow.commit()
+    return deleted
 
 
 def read(db: Database, partition: str, rtype: str, rid: str) -> StoredVersion:
