@@ -7,8 +7,17 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from api import service
-from api.http import base_url, fhir_response, if_match_version, json_body, resource_response, version_headers
-from core.errors import InvalidRequest
+from api.errors import operation_outcome
+from api.http import (
+    base_url,
+    fhir_response,
+    if_match_version,
+    json_body,
+    prefer_return,
+    resource_response,
+    version_headers,
+)
+from core.errors import InvalidRequest, Issue
 from core.fhirdates import format_instant, parse_instant
 from storage import Database, StoredVersion
 
@@ -74,9 +83,14 @@ def update(partition: str, rtype: str, rid: str) -> Response:
 
 @bp.delete(f"/{RTYPE}/<rid>")
 def delete(partition: str, rtype: str, rid: str) -> Response:
-    """Delete a resource (a soft delete: history stays)."""
-    service.delete(db(), partition, rtype, rid, if_match=if_match_version())
-    return Response(b"", status=204)
+    """Delete a resource (a soft delete: history stays); ETag and Last-Modified name the deletion version."""
+    deleted = service.delete(db(), partition, rtype, rid, if_match=if_match_version())
+    headers = version_headers(deleted) if deleted is not None else {}
+    if prefer_return() == "OperationOutcome":
+        text = f"{rtype}/{rid} deleted" if deleted is not None else f"{rtype}/{rid} was not there to delete"
+        note = operation_outcome([Issue(text, code="informational", severity="information")])
+        return fhir_response(note, 200, headers)
+    return Response(b"", status=204, headers=headers)
 
 
 def _history_bundle(
