@@ -55,10 +55,10 @@ def negotiate_format() -> None:
         if fmt.split(";")[0].strip().replace(" ", "+").lower() not in _JSON_FORMATS:
             raise NotAcceptable(f"_format={fmt!r} is not supported; this server speaks application/fhir+json")
         return
-    if (
-        request.headers.get("Accept", "").strip()
-        and request.accept_mimetypes.best_match(sorted(_JSON_TYPES)) is None
-    ):
+    header = request.headers.get("Accept", "").strip()
+    offered = request.accept_mimetypes
+    wanted = {value.split(";")[0].strip().lower() for value, quality in offered if quality > 0}
+    if header and not wanted & (_JSON_TYPES | {"*/*", "application/*"}):
         raise NotAcceptable(
             f"Accept {request.headers['Accept']!r} names no format this server speaks; "
             "ask for application/fhir+json or application/json"
