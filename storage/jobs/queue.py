@@ -187,10 +187,12 @@ class JobQueueOps(JobStoreBase):
             raise JobFenced()
         return bool(cancel)
 
-    def _finish(self, s: Session, partition: str, job_id: str, version: int, **values: Any) -> JobInfo | None:
+    def _finish(
+        self, s: Session, partition: str, job_id: str, expected: int, /, **values: Any
+    ) -> JobInfo | None:
         row = s.scalars(
             update(JobRow)
-            .where(JobRow.id == job_id, JobRow.partition == partition, JobRow.version == version)
+            .where(JobRow.id == job_id, JobRow.partition == partition, JobRow.version == expected)
             .where(JobRow.status.in_((RUNNING, JobStatus.PLANNING.value)))
             .values(**values)
             .returning(JobRow)
