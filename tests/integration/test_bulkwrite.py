@@ -183,3 +183,35 @@ def test_bulk_written_resources_get_the_same_search_index_rows_as_rest_writes(
         rest = _index_rows(database, other_partition, item.resource_type, item.resource_id)
         assert bulk == rest
         assert len(bulk) > 5
+
+
+def test_bulk_written_resources_are_found_by_search_in_their_partition_only(
+    database: Database, client: FlaskClient, partition: str, other_partition: str
+) -> None:
+    # Given two patients' records bulk-written into this partition only
+    items = _stamped(2, seed=25)
+    write_new_resources(database, partition, iter(items))
+    patient = next(i for i in items if i.resource_type == "Patient")
+    family = patient.resource["name"][0]["family"]
+    observations = {
+        i.resource_id
+        for i in items
+        if i.resource_type == "Observation"
+        and i.resource["subject"]["reference"] == f"Patient/{patient.resource_id}"
+    }
+    # When they are searched by name and by subject here, and in the other partition
+    by_name = client.get(f"/partitions/{partition}/Patient", query_string={"name": family})
+    by_subject = client.get(
+        f"/partitions/{partition}/Observation",
+        query_string={"subject": f"Patient/{patient.resource_id}", "_count": "1000"},
+    )
+    elsewhere = client.get(f"/partitions/{other_partition}/Patient", query_string={"name": family})
+    # Then this partition finds them, with the stored bytes, and the other partition finds nothing
+    assert by_name.status_code == 200
+    named = by_name.get_json(force=True)
+    assert patient.resource_id in {e["resource"]["id"] for e in named["entry"]}
+    assert all(e["resource"]["name"][0]["family"] == family for e in named["entry"])
+    assert patient.raw in by_name.data
+    assert {e["resource"]["id"] for e in by_subject.get_json(force=True)["entry"]} == observations
+    assert elsewhere.status_code == 200
+    assert elsewhere.get_json(force=True).get("entry", []) == []
