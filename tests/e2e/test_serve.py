@@ -65,7 +65,15 @@ def test_serve_runs_everything_embedded_keeps_data_across_a_restart_and_leaves_n
         store.put_bytes(key, b'{"resourceType":"Patient","id":"p1"}\n')
         processes = serve.processes()
         names = " ".join(" ".join(p.cmdline()) for p in processes)
-        assert all(part in names for part in ("gunicorn", "redis-server", "weed", "postgres"))
+        for part in (
+            "gunicorn",
+            "redis-server",
+            "weed",
+            "postgres",
+            "bulkhead orchestrator",
+            "bulkhead worker",
+        ):
+            assert part in names
         # When it gets SIGTERM
         code = serve.stop()
     finally:
@@ -178,7 +186,11 @@ def test_configured_redis_and_s3_are_used_instead_of_embedded_ones(
 ) -> None:
     # Given Redis and S3 URLs in the environment, but no database URL
     data_dir = tmp_path / "data"
-    environ = {"BULKHEAD_REDIS_URL": redis_url, **s3_settings.environ()}
+    environ = {
+        "BULKHEAD_REDIS_URL": redis_url,
+        "BULKHEAD_QUEUE_NAMESPACE": f"serve-{partition}",
+        **s3_settings.environ(),
+    }
     # When bulkhead serve starts
     with serve_process(data_dir, environ=environ) as serve:
         runtime = serve.runtime()
