@@ -53,14 +53,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     if not settings.partitions_enabled and database.partitions_holding_data() > 1:
         raise RuntimeError("Partitions cannot be turned off: data lives in more than one partition")
 
-    from api import bulk_export, fhir, metadata, search_routes, transactions
+    from api import bulk_export, bulk_ops, fhir, metadata, search_routes, transactions
 
-    blueprints = [metadata.bp, search_routes.bp, bulk_export.bp, fhir.bp, transactions.bp]
+    blueprints = [metadata.bp, search_routes.bp, bulk_export.bp, bulk_ops.bp, fhir.bp, transactions.bp]
     for bp in blueprints:
         app.register_blueprint(bp, url_defaults={"partition": DEFAULT_PARTITION})
         if settings.partitions_enabled:
             app.register_blueprint(bp, url_prefix="/partitions/<partition>", name=f"p_{bp.name}")
     app.register_blueprint(metadata.admin_bp)
+    app.register_blueprint(bulk_ops.admin_bp)
     app.url_value_preprocessor(_check_partition)
     app.before_request(negotiate_format)
     register_error_handlers(app)
