@@ -18,6 +18,7 @@ SYSTEM_PATHS = {
     "/partitions": True,
     "/_audit": True,
     "/_partition-config": True,
+    "/_reindex": True,
     "/metrics": True,
     "/auth/token": False,
     "/.well-known/smart-configuration": False,
