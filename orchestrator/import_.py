@@ -16,9 +16,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from core.errors import InvalidRequest, NotFound, PreconditionFailed
+from core.errors import InvalidRequest
 from core.fhirdates import format_instant
 from core.importspec import NONE, ImportSpec
+from core.jobs import PermanentJobError
 from core.ndjson_ranges import is_gzip, plan_ranges
 from core.settings import Settings
 from orchestrator.registry import register_planner
@@ -96,11 +97,12 @@ def plan_import(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
         source = open_source(item.url, store, basic=spec.http_basic)
         info = source.head()
         if info is None:
-            raise NotFound(f"Input {item.url} does not exist")
+            raise InvalidRequest(f"Input {item.url} does not exist")
         if item.etag and info.etag != item.etag:
-            raise PreconditionFailed(
+            raise PermanentJobError(
                 f"Input {item.url} changed: its entity tag is {info.etag!r}, "
-                f"the request expected {item.etag!r}"
+                f"the request expected {item.etag!r}",
+                code="conflict",
             )
         common = {**base, "input": n, "url": item.url, "type": item.type, "etag": info.etag}
         if info.size == 0:

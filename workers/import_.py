@@ -21,10 +21,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from core.errors import Issue
+from core.errors import Issue, NotFound, PreconditionFailed
 from core.fhirdates import parse_instant
 from core.importrows import ImportRecord, LineError, build_record
 from core.importspec import NONE
+from core.jobs import PermanentJobError
 from core.ndjson_ranges import gunzip, line_numbers, range_lines, read_from
 from core.settings import Settings
 from storage import Database
@@ -142,6 +143,18 @@ def _write_errors(
 
 def process_import(ctx: ImportContext, job: Any) -> dict[str, Any]:
     """Import the lines of one byte range of one input; return counts and the error file, if any."""
+    url = str(job.definition["url"])
+    try:
+        return _process(ctx, job)
+    except PreconditionFailed as exc:
+        raise PermanentJobError(
+            f"Input {url} changed during the import: {exc.message}", code="conflict"
+        ) from exc
+    except NotFound as exc:
+        raise PermanentJobError(f"Input {url} is no longer there: {exc.message}", code="invalid") from exc
+
+
+def _process(ctx: ImportContext, job: Any) -> dict[str, Any]:
     d: dict[str, Any] = job.definition
     group_id = str(job.group_id)
     url = str(d["url"])

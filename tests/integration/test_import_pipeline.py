@@ -10,8 +10,9 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from core.errors import Forbidden, NotFound, PreconditionFailed
+from core.errors import Forbidden, InvalidRequest
 from core.importspec import parse_import
+from core.jobs import PermanentJobError
 from core.settings import Settings
 from orchestrator.import_ import finish_import, plan_import, prepare_import
 from storage import Database
@@ -211,9 +212,9 @@ def test_a_missing_file_and_a_changed_etag_fail_the_import_before_anything_is_st
     changed = body(url)
     changed["parameter"][1]["part"].append({"name": "etag", "valueString": '"not-the-etag"'})
     # When each is imported / Then planning fails with the reason, and nothing is stored
-    with pytest.raises(NotFound, match="does not exist"):
+    with pytest.raises(InvalidRequest, match="does not exist"):
         run(s3_app_settings, database, object_store, partition, body(missing))
-    with pytest.raises(PreconditionFailed, match="changed"):
+    with pytest.raises(PermanentJobError, match="changed"):
         run(s3_app_settings, database, object_store, partition, changed)
     assert stored(database, partition) == []
     # And with the right entity tag it imports
