@@ -132,7 +132,7 @@ class AuditLog:
             sqlalchemy_url(database.url),
             pool_size=2,
             max_overflow=8,
-            pool_pre_ping=True,
+            pool_recycle=300,
             isolation_level="AUTOCOMMIT",
             connect_args={"options": "-c timezone=UTC -c synchronous_commit=off"},
         )
