@@ -190,6 +190,8 @@ def search(
     query = parse_search(registry, types, pairs, lenient=lenient, max_count=max_count)
     warnings = list(query.warnings)
     if pid is None:
+        # Check values and cursor as for a partition that exists: same answers, nothing revealed.
+        match_select(query, Scope(0, base))
         if query.cursor:
             parse_cursor_or_fail(query)
         total = 0 if query.total != "none" else None

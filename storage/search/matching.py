@@ -60,6 +60,8 @@ def matching_surrogate_ids(
     registry = registry or registry_for(session, partition_id)
     parsed = [parse_search(registry, [rtype], q, criteria_only=True) for q in _queries(query)]
     if partition_id is None or not parsed:
+        for p in parsed:  # values are checked (400) the same way whether the partition exists or not
+            match_select(p, Scope(0, base))
         return select(ResourceRow.surrogate_id).where(false())
     scope = Scope(partition_id, base)
     if len(parsed) == 1:

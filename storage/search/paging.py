@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy import Boolean, ColumnElement, and_, false, func, literal, or_, select
 
 from core.errors import InvalidRequest
 from storage.search.criteria import Scope
@@ -95,9 +95,10 @@ def keyset(columns: list[OrderColumn], values: list[Any], *, before: bool) -> Co
             equal.append(column.expr.is_(None))
             continue
         forward = column.descending == before
-        beyond = column.expr > value if forward else column.expr < value
+        bound = literal(value, Boolean) if column.kind == "flag" else value
+        beyond = column.expr > bound if forward else column.expr < bound
         branches.append(and_(*equal, beyond))
-        equal.append(column.expr == value)
+        equal.append(column.expr == bound)
     return or_(*branches) if branches else false()
 
 
