@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-from core.errors import ServiceUnavailable
+from core.errors import BulkheadError, ServiceUnavailable
 from core.settings import Settings
 from storage import Database
 from storage.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedS3, ManagedProcess, wait_for_port
@@ -100,7 +101,10 @@ class Supervisor:
         _check_port_free(self.settings.host, self.settings.port)
         try:
             settings = self._start_services()
-        except RuntimeError as err:
+        except subprocess.CalledProcessError as err:
+            output = (err.stderr or err.stdout or b"").decode(errors="replace").strip()
+            raise ServeError(f"{' '.join(map(str, err.cmd[:2]))} failed: {output}") from err
+        except (RuntimeError, OSError, BulkheadError) as err:
             raise ServeError(str(err)) from err
         self._migrate(settings)
         self.settings = settings
@@ -282,13 +286,15 @@ class Supervisor:
         lines = [f"Bulkhead is running (started in {seconds:.1f} s, data in {self.data_dir}):"]
         for p in self.placements:
             lines.append(f"  {p.name.ljust(width)}  {p.where}  ({p.detail})")
-        if getattr(self.settings, "auth_enabled", False):
+        if self.settings.auth_enabled:
             lines.append("  authentication is ON: requests need a bearer token")
         else:
             lines.append(
                 f"  authentication is OFF: anyone who can reach {self.settings.host}:{self.settings.port} "
                 "can read and write every partition (set BULKHEAD_AUTH_ENABLED=true to require tokens)"
             )
+            if self.settings.host not in {"127.0.0.1", "localhost", "::1"}:
+                lines.append(f"  WARNING: {self.settings.host} is not a loopback address")
         lines.append("Press Ctrl-C to stop.")
         self.echo("\n".join(lines))
 
