@@ -123,7 +123,7 @@ def _load(kind: str, value: Any) -> Any:
         return value
     if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if kind == "text" and isinstance(value, str):
+    if kind == "text" and isinstance(value, str) and "\x00" not in value:
         return value
     if kind == "date" and isinstance(value, str):
         found = datetime.fromisoformat(value)

@@ -308,6 +308,8 @@ def parse_search(
     applied: list[tuple[str, str]] = []
     options: dict[str, str] = {}
     for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise InvalidRequest("Search parameters may not contain NUL characters")
         base_name = name.partition(":")[0]
         if base_name in IGNORED or name == "_type":  # _type is the caller's (system search)
             continue

@@ -257,6 +257,8 @@ INJECTIONS = [
     "Patient/secret-a' OR partition_id <> 0 --",
     "$this.where(true)",
     "%00",
+    "x\x00y",
+    "\u00e9' OR 1=1 --",
 ]
 
 

@@ -119,7 +119,8 @@ def test_a_cursor_round_trips_and_a_forged_one_is_refused() -> None:
     # When a cursor is made and read back, Then it gives the same key
     assert decode_cursor(encode_cursor("n", values), columns) == (False, values)
     # And a cursor of another shape or a forged one is a 400, never a 500
-    for forged in ["not-base64!", encode_cursor("n", [1, 2]), encode_cursor("x", values), "eyJhIjoxfQ"]:
+    nul = encode_cursor("n", [False, datetime(2024, 1, 2, tzinfo=UTC), "p\x00", 42])
+    for forged in ["not-base64!", encode_cursor("n", [1, 2]), encode_cursor("x", values), "eyJhIjoxfQ", nul]:
         with pytest.raises(InvalidRequest):
             decode_cursor(forged, columns)
 
