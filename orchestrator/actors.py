@@ -9,13 +9,13 @@ import dramatiq
 
 from orchestrator.lifecycle import advance_group
 from workers.actors import broker, settings
-from workers.broker import ORCHESTRATE_ACTOR, ORCHESTRATOR_QUEUE
+from workers.broker import ORCHESTRATE_ACTOR, ORCHESTRATOR_QUEUE, broker_queue
 from workers.runtime import worker_resources
 
 
 @dramatiq.actor(
     actor_name=ORCHESTRATE_ACTOR,
-    queue_name=ORCHESTRATOR_QUEUE,
+    queue_name=broker_queue(settings, ORCHESTRATOR_QUEUE),
     broker=broker,
     max_retries=settings.job_message_retries,
     notify_shutdown=True,

@@ -18,7 +18,7 @@ import dramatiq
 from core.settings import Settings
 from orchestrator.registry import load_planner_modules
 from orchestrator.sweeper import Sweeper
-from workers.broker import ORCHESTRATOR_QUEUE, broker_description
+from workers.broker import ORCHESTRATOR_QUEUE, broker_description, broker_queue
 from workers.registry import load_operation_modules, modules_from_setting
 from workers.runtime import worker_resources
 
@@ -53,7 +53,7 @@ def run_orchestrator(
             signal.signal(signum, _stop)
     worker = dramatiq.Worker(
         broker,
-        queues={ORCHESTRATOR_QUEUE},
+        queues={broker_queue(settings, ORCHESTRATOR_QUEUE)},
         worker_threads=max(1, threads or settings.orchestrator_threads),
         worker_timeout=200,  # ms an idle consumer waits between polls: orchestrate messages are latency-bound
     )

@@ -20,7 +20,13 @@ from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
 from core.settings import Settings
-from workers.broker import broker_description, job_middleware, make_broker, processing_actor_name
+from workers.broker import (
+    broker_description,
+    broker_queue,
+    job_middleware,
+    make_broker,
+    processing_actor_name,
+)
 from workers.logs import configure_worker_logging
 from workers.process import die_with_parent
 from workers.registry import Processor, on_register
@@ -62,7 +68,7 @@ def processing_actor(queue: str) -> dramatiq.Actor[[str, str], None]:
             process.__name__ = processing_actor_name(queue)
             actor = dramatiq.actor(
                 actor_name=processing_actor_name(queue),
-                queue_name=queue,
+                queue_name=broker_queue(settings, queue),
                 broker=broker,
                 notify_shutdown=True,
                 max_retries=settings.job_message_retries,

@@ -31,6 +31,20 @@ ORCHESTRATOR_QUEUE = "orchestrator"
 ORCHESTRATE_ACTOR = "orchestrate"
 
 
+def uses_rabbitmq(settings: Settings) -> bool:
+    """Return True when the settings name a RabbitMQ broker (an ``amqp://`` or ``amqps://`` URL)."""
+    return bool(settings.broker_url and settings.broker_url.startswith(("amqp://", "amqps://")))
+
+
+def broker_queue(settings: Settings, queue: str) -> str:
+    """Return the broker's name for Bulkhead's queue ``queue``.
+
+    On Redis the namespace already separates deployments (every key carries it), so queues keep their
+    names; RabbitMQ has no key namespace, so there the queue name carries it: ``{namespace}.{queue}``.
+    """
+    return f"{settings.queue_namespace}.{queue}" if uses_rabbitmq(settings) else queue
+
+
 def processing_actor_name(queue: str) -> str:
     """Return the name of the generic processing actor that consumes ``queue``."""
     return "process_" + queue.replace("-", "_")
@@ -42,7 +56,7 @@ def broker_description(settings: Settings) -> str:
     scheme, _, rest = url.partition("://")
     host = rest.rpartition("@")[2]
     if scheme.startswith("amqp"):
-        return f"{scheme}://{host}"
+        return f"{scheme}://{host} (queues {settings.queue_namespace}.*)"
     return f"{scheme}://{host} (namespace {settings.queue_namespace})"
 
 
@@ -70,12 +84,12 @@ def job_middleware(settings: Settings) -> list[Middleware]:
 def make_broker(settings: Settings, *, middleware: list[Middleware] | None = None) -> dramatiq.Broker:
     """Build the broker ``settings`` name: RabbitMQ for an ``amqp://`` broker URL, Redis otherwise.
 
-    On Redis every key lives under ``queue_namespace``, so that deployments (or test runs) sharing one Redis
-    never take each other's messages; on RabbitMQ use a virtual host per deployment instead.
+    Deployments (or test runs) sharing one Redis or one RabbitMQ never take each other's messages: on Redis
+    every key lives under ``queue_namespace``; on RabbitMQ every queue name starts with it (``broker_queue``).
     """
     chosen = list(middleware) if middleware is not None else []
     url = settings.broker_url
-    if url and url.startswith(("amqp://", "amqps://")):
+    if url and uses_rabbitmq(settings):
         return RabbitmqBroker(url=url, middleware=chosen)
     url = url or settings.redis_url
     if not url:
@@ -104,15 +118,16 @@ class MessageSender(Protocol):
 class Outbox:
     """Send job messages through a broker; a broker failure becomes ServiceUnavailable."""
 
-    def __init__(self, broker: dramatiq.Broker):
+    def __init__(self, broker: dramatiq.Broker, settings: Settings):
         self.broker = broker
+        self.settings = settings
 
     def send(
         self, queue: str, actor_name: str, partition: str, job_id: str, *, delay_seconds: float | None = None
     ) -> None:
-        """Enqueue one message ``actor_name(partition=..., job_id=...)`` on ``queue``."""
+        """Enqueue one message ``actor_name(partition=..., job_id=...)`` on Bulkhead's queue ``queue``."""
         message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name=queue,
+            queue_name=broker_queue(self.settings, queue),
             actor_name=actor_name,
             args=(),
             kwargs={"partition": partition, "job_id": job_id},
@@ -146,7 +161,7 @@ def outbox_for(settings: Settings) -> Outbox:
     with _OUTBOX_LOCK:
         outbox = _OUTBOXES.get(key)
         if outbox is None:
-            outbox = Outbox(make_broker(settings))
+            outbox = Outbox(make_broker(settings), settings)
             _OUTBOXES[key] = outbox
         return outbox
 

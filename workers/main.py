@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from core.settings import Settings
+from workers.broker import broker_queue
 from workers.registry import BUILTIN_OPERATION_MODULES, modules_from_setting
 
 
@@ -31,7 +32,7 @@ def dramatiq_argv(
         "--worker-shutdown-timeout",
         str(int(max(1.0, settings.job_stale_seconds) * 1000)),
     ]
-    chosen = [q for value in queues for q in value.split(",") if q]
+    chosen = [broker_queue(settings, q) for value in queues for q in value.split(",") if q]
     if chosen:
         argv += ["--queues", *chosen]
     return argv

@@ -1,12 +1,15 @@
 """The job machinery with real processes: ``bulkhead orchestrator`` and ``bulkhead worker`` subprocesses on
 real PostgreSQL, Redis and S3, running the test-only ``jobtest`` operation (``tests/support/jobops.py``).
 
-The processes use a database of this module's own and a Redis queue namespace of their own, so nothing else
-in the test run (or another run on the same Redis) interferes with them.
+The processes use a database of this module's own and a queue namespace of their own, so nothing else in
+the test run (or another run on the same Redis) interferes with them. Their broker is the test run's Redis,
+or the RabbitMQ that ``BULKHEAD_TEST_BROKER_URL`` names (``amqp://...``) when it is set; the Redis restart
+test always uses a Redis server of its own.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -26,7 +29,7 @@ from storage.security import role_url
 from tests.support import jobops
 from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for, wait_for_status
 from tests.support.services import S3Settings, fresh_database
-from workers.broker import close_outboxes, outbox_for
+from workers.broker import broker_description, close_outboxes, outbox_for
 
 KIND = jobops.KIND
 ENDED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
@@ -63,11 +66,17 @@ def cluster(
     cluster_database_url: str, redis_url: str, s3_settings: S3Settings, logs_dir: Path
 ) -> Iterator[JobCluster]:
     """Yield an orchestrator and a worker (one process, two threads) on a queue namespace of their own."""
+    broker = (
+        {"BULKHEAD_BROKER_URL": os.environ["BULKHEAD_TEST_BROKER_URL"]}
+        if os.environ.get("BULKHEAD_TEST_BROKER_URL")
+        else {}
+    )
     env = job_environ(
         {
             "BULKHEAD_DATABASE_URL": cluster_database_url,
             "BULKHEAD_REDIS_URL": redis_url,
             "BULKHEAD_QUEUE_NAMESPACE": unique_namespace(),
+            **broker,
             **s3_settings.environ(),
         }
     )
@@ -119,8 +128,9 @@ def test_a_job_runs_to_completion_on_real_worker_processes_and_logs_name_its_par
     assert (view.parts, view.parts_done) == (5, 5)
     parts = JobQueue(cluster_db).parts(partition, job_id)
     assert_written_once(parts, objects(store_of(s3_settings, cluster), partition, job_id), 4)
-    # And the processes' log lines name the partition and job they are about
+    # And the processes' log lines name the broker, and the partition and job they are about
     logs = cluster.logs()
+    assert f"of {broker_description(cluster.settings)}" in logs
     assert f"[partition={partition} job={job_id}] planned jobtest job {job_id}: 5 processing jobs" in logs
     assert f"[partition={partition} job={parts[0].id}] job {parts[0].id} completed" in logs
 
