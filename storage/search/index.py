@@ -2,8 +2,9 @@
 
 ``index_rows_for`` extracts the rows of one resource (pure Python, no I/O); ``write_index_rows`` writes the
 rows of one or many resources: one statement (data-modifying CTEs, one per side table) for small batches,
-``COPY`` per table for large ones. ``index_resource`` / ``unindex_resource`` are what the repository calls
-on every write.
+``COPY`` through session-local staging tables (``storage/staging.py``: row-level security refuses COPY into
+the side tables themselves) for large ones. ``index_resource`` / ``unindex_resource`` are what the
+repository calls on every write.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from storage.search.fhirpath import Accessor, Compiled, Item, Step
 from storage.search.registry import SearchRegistry, builtin_registry, registry_for
 from storage.search.tables import INDEX_TABLES
 from storage.search.values import CONVERTERS, Converter
+from storage.staging import ensure_stages, insert_rows
 
 log = logging.getLogger(__name__)
 _COPY_ABOVE_PARAMS = 20_000
@@ -222,11 +224,10 @@ def write_index_rows(session: Session, rows: IndexRows | Iterable[IndexRows]) ->
                 ctes = ", ".join(f"w{i} AS ({s})" for i, s in enumerate(statements[:-1]))
                 cur.execute(f"WITH {ctes} {statements[-1]}", args)
         else:
+            # COPY straight into a table under row-level security is refused: go through staging tables.
+            ensure_stages(cur, [INDEX_TABLES[kind].name for kind in present])
             for kind, batch in present.items():
-                cols = _COLUMNS[kind]
-                with cur.copy(f"COPY {INDEX_TABLES[kind].name} ({','.join(cols)}) FROM STDIN") as copy:
-                    for row in batch:
-                        copy.write_row(row)
+                insert_rows(cur, INDEX_TABLES[kind].name, _COLUMNS[kind], batch)
     return len(rows)
 
 
