@@ -23,6 +23,7 @@ from core.jobs import PermanentJobError
 from core.ndjson_ranges import is_gzip, plan_ranges
 from core.settings import Settings
 from orchestrator.registry import register_planner
+from orchestrator.reindex import KIND as REINDEX
 from storage import Database
 from storage.importsource import check_input_allowed, open_source
 from storage.importwrite import import_watermark
@@ -126,6 +127,29 @@ def plan_import(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
     return parts
 
 
+def _follow_up(ctx: PlanContext, job: Any, first: int) -> str:
+    """Start (once) the reindex of what a trusted import stored; return its job id."""
+    from orchestrator import service
+
+    for other in service.list_jobs(ctx.database, ctx.partition, kind=REINDEX):
+        if other.definition.get("after_import") == str(job.id):
+            return other.id
+    started = service.submit(
+        ctx.database,
+        ctx.partition,
+        REINDEX,
+        {
+            "types": None,
+            "from_surrogate_id": first,
+            "after_import": str(job.id),
+            "transaction_time": format_instant(datetime.now(UTC)),
+        },
+        settings=ctx.settings,
+        request_url=getattr(job, "request_url", None),
+    )
+    return started.id
+
+
 def finish_import(ctx: PlanContext, job: Any, parts: list[Any]) -> dict[str, Any]:
     """Return the import's result: per-input counts and one error file per input that had errors."""
     definition: dict[str, Any] = job.definition
@@ -171,7 +195,12 @@ def finish_import(ctx: PlanContext, job: Any, parts: list[Any]) -> dict[str, Any
         "notes": list(spec.notes),
     }
     if spec.validation == NONE:
-        result["indexing"] = {"deferred": True, "fromSurrogateId": int(definition["watermark"]) + 1}
+        first = int(definition["watermark"]) + 1
+        result["indexing"] = {
+            "deferred": True,
+            "fromSurrogateId": first,
+            "reindexJob": _follow_up(ctx, job, first),
+        }
     log.info(
         "import into %s finished: %s",
         ctx.partition,

@@ -14,10 +14,12 @@ from core.errors import Forbidden, InvalidRequest
 from core.importspec import parse_import
 from core.jobs import PermanentJobError
 from core.settings import Settings
+from orchestrator import service
 from orchestrator.import_ import finish_import, plan_import, prepare_import
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.http_files import FileServer, file_server
+from tests.support.jobinproc import RecordingSender
 from tests.support.run_inline import run_inline
 from tests.support.services import S3Settings
 from workers.import_ import process_import
@@ -269,13 +271,18 @@ def test_a_trusted_import_defers_indexing_and_says_so(
     database: Database,
     object_store: S3ObjectStore,
     partition: str,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     # Given a valid file / When imported with validation none
+    sender = RecordingSender()
+    monkeypatch.setattr(service, "outbox_for", lambda _settings: sender)
     url = files.put(f"/{partition}/t.ndjson", ndjson(patients(5, "Trusted")))
     result = run(s3_app_settings, database, object_store, partition, body(url, validation="none"))
-    # Then the resources are stored without index rows, and the result names the range to reindex
+    # Then the resources are stored without index rows, and a reindex of what it stored is queued
     assert result["output"][0]["count"] == 5
     assert result["indexing"]["deferred"] is True
+    follow_up = service.status(database, partition, result["indexing"]["reindexJob"], kind="reindex")
+    assert follow_up.state == "queued" and [m.job_id for m in sender.sent] == [follow_up.id]
     with database.unit_of_work(partition) as uow:
         rows = uow.session.execute(text("SELECT count(*) FROM search_string")).scalar()
     assert rows == 0

@@ -8,7 +8,7 @@ Kick-offs go through the Flask test client; the messages the machinery sends are
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from orchestrator import service
 from orchestrator.registry import load_planner_modules
 from storage import Database
 from storage.objectstore import S3ObjectStore
-from tests.support.jobinproc import RecordingSender, drain, make_resources
+from tests.support.jobinproc import RecordingSender, SentMessage, deliver, make_resources
 from workers.registry import load_operation_modules
 from workers.runtime import WorkerResources
 
@@ -37,10 +37,19 @@ class BulkApi:
     resources: WorkerResources
     sender: RecordingSender
     store: S3ObjectStore
+    backlog: list[SentMessage] = field(default_factory=list)
 
-    def run(self) -> None:
-        """Deliver every message the machinery has sent, until none is left."""
-        drain(self.resources, self.sender)
+    def run(self, partition: str | None = None) -> None:
+        """Deliver the machinery's messages (``partition``'s only, when given) until none is left."""
+        for _ in range(10_000):
+            pending = self.backlog + self.sender.take()
+            mine = [m for m in pending if partition is None or m.partition == partition]
+            self.backlog = [m for m in pending if m not in mine]
+            if not mine:
+                return
+            for message in mine:
+                deliver(self.resources, message)
+        raise AssertionError("the machinery kept sending messages")
 
     def path(self, url: str) -> str:
         """Return the path of an absolute URL this application made."""
@@ -52,9 +61,11 @@ class BulkApi:
         return self.client.get(self.path(location), headers=headers)
 
     def finish(self, location: str) -> TestResponse:
-        """Run the job to its end and return the final poll."""
+        """Run the job to its end (and the other jobs of its partition) and return the final poll."""
+        path = self.path(location)
+        partition = path.split("/")[2] if path.startswith("/partitions/") else "default"
         for _ in range(50):
-            self.run()
+            self.run(partition)
             response = self.poll(location)
             if response.status_code != 202:
                 return response
