@@ -120,9 +120,9 @@ def api_server(database_url: str, *, workers: int = 2, threads: int = 4) -> Iter
                 tail = Path(log.name).read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"the API server exited with {proc.returncode}:\n{tail}")
             try:
-                if requests.get(f"{base}/metadata", timeout=5).status_code == 200:
+                if requests.get(f"{base}/metadata", timeout=30).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("the API server did not answer within 60 s")
