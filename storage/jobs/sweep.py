@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, text, update
@@ -41,8 +43,25 @@ _TO_ADVANCE = text(
 )
 
 
+#: Session-level advisory lock held by the one sweeper sweeping (others skip their round).
+SWEEP_LOCK = 0x42554C4B5357  # "BULKSW"
+
+
 class SweepOps(JobStoreBase):
     """Find what went wrong or was left behind, across partitions."""
+
+    @contextmanager
+    def sweeping(self) -> Iterator[bool]:
+        """Hold the sweeper's lock for the block if no other sweeper holds it; yield whether it was taken."""
+        with self.database.engine.connect() as conn:
+            taken = bool(conn.execute(select(func.pg_try_advisory_lock(SWEEP_LOCK))).scalar())
+            conn.commit()
+            try:
+                yield taken
+            finally:
+                if taken:
+                    conn.execute(select(func.pg_advisory_unlock(SWEEP_LOCK)))
+                    conn.commit()
 
     def stale(self, stale_seconds: float, *, limit: int = 500) -> list[JobInfo]:
         """Return running processing jobs and planning groups whose heartbeat is older than the limit."""
