@@ -161,6 +161,11 @@ def _a_requests(victim: str) -> list[tuple[str, str, Any, dict[str, str]]]:
         ("GET", f"{b}/_operations/export/{secrets.token_hex(16)}", None, {}),
         ("POST", f"{b}/$import", {"resourceType": "Parameters"}, {}),
         ("POST", f"{b}/$reindex", {"resourceType": "Parameters"}, {}),
+        ("PATCH", f"{b}/Patient/$bulk-update?gender=female", {"resourceType": "Parameters"}, {}),
+        ("PATCH", f"{b}/$bulk-update", {"resourceType": "Parameters"}, {}),
+        ("DELETE", f"{b}/Patient/$bulk-delete?gender=female", None, {}),
+        ("DELETE", f"{b}/$bulk-delete", None, {}),
+        ("GET", f"{b}/_operations/import/{secrets.token_hex(16)}", None, {}),
         *[("GET", f"{b}/{query}", None, {}) for query in SEARCHES],
         *[("POST", f"{b}/{query.split('?')[0]}/_search", None, {}) for query in SEARCHES[:3]],
     ]
@@ -179,6 +184,23 @@ def test_every_interaction_on_partition_a_with_bs_token_is_forbidden_and_reveals
         response = secure_client.open(path, method=method, **kwargs)
         # Then each is 403 with an OperationOutcome and nothing of A (and A is unchanged, see the fixture)
         _check_refused(response, 403)
+
+
+def test_a_tenant_token_cannot_start_work_over_every_partition(secure_client, arena):
+    # Given B's token with every scope
+    headers = {**bearer(arena.token), "Content-Type": FHIR}
+    # When it asks for a reindex of every partition, the partition list, the audit trail and the metrics
+    responses = [
+        secure_client.post("/_reindex", json={"resourceType": "Parameters"}, headers=headers),
+        secure_client.get("/partitions", headers=headers),
+        secure_client.get(f"/_audit?partition={arena.victim}", headers=headers),
+        secure_client.get(f"/_partition-config/{arena.victim}", headers=headers),
+        secure_client.get("/metrics", headers=headers),
+    ]
+    # Then each is an administrator's: 403, revealing nothing of A
+    for response in responses:
+        _check_refused(response, 403)
+        assert arena.victim.encode() not in response.data
 
 
 def test_bs_own_base_never_serves_as_resources_with_the_same_ids(secure_client, arena):
