@@ -204,6 +204,15 @@ def _check_overlaps(entries: list[Entry]) -> None:
         seen[entry.target] = entry
 
 
+def _lock_targets(uow: UnitOfWork, entries: list[Entry]) -> None:
+    """Lock the current rows of every resource the transaction updates or deletes, in one global order, so
+    that two transactions touching the same resources in different orders wait instead of deadlocking."""
+    targets = {(e.rtype, e.rid) for e in entries if e.method in {"PUT", "DELETE"} and e.rtype and e.rid}
+    for rtype, rid in sorted(targets):
+        assert rtype is not None and rid is not None
+        uow.resources.current(rtype, rid, lock=True)
+
+
 def run_transaction(db: Database, partition: str, entries: list[Entry], bases: Bases) -> list[Result]:
     """Run every entry in one unit of work; the first failure rolls everything back and is raised."""
     for entry in entries:
@@ -217,6 +226,7 @@ def run_transaction(db: Database, partition: str, entries: list[Entry], bases: B
     with db.unit_of_work(partition) as uow:
         current: Entry | None = None
         try:
+            _lock_targets(uow, entries)
             for current in (e for e in ordered if e.method == "DELETE"):
                 results[current.index] = _run(uow, current, base)
             for current in (e for e in ordered if e.method == "POST" and e.if_none_exist is not None):

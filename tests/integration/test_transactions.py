@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
@@ -382,3 +385,42 @@ def test_search_entries_answer_with_a_searchset_that_sees_the_transactions_own_w
     batch = bundle(entry("GET", "Patient?nonsense=1"), kind="batch")
     answer = post(client, root(partition), batch).get_json(force=True)["entry"][0]
     assert answer["response"]["status"].startswith("400")
+
+
+def test_transactions_updating_the_same_resources_in_opposite_orders_all_succeed(
+    app: Flask, client: FlaskClient, partition: str
+) -> None:
+    # Given two patients, and transactions that update them in one order and in the other
+    for rid in ("a", "b"):
+        put(client, f"{base(partition)}/Patient/{rid}", {"resourceType": "Patient", "id": rid})
+
+    def updates(order: tuple[str, str], n: int) -> dict[str, Any]:
+        return bundle(
+            *[
+                entry(
+                    "PUT", f"Patient/{rid}", {"resourceType": "Patient", "id": rid, "birthDate": f"19{n:02d}"}
+                )
+                for rid in order
+            ]
+        )
+
+    rounds = 8
+    barrier = threading.Barrier(2)
+
+    def run(order: tuple[str, str]) -> list[int]:
+        own = app.test_client()
+        statuses = []
+        for n in range(rounds):
+            barrier.wait()
+            statuses.append(post(own, root(partition), updates(order, n)).status_code)
+        return statuses
+
+    # When they run at the same time, round after round
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, [("a", "b"), ("b", "a")]))
+    # Then none deadlocks or fails: each waits for the other, and every update is a version
+    assert results == [[200] * rounds, [200] * rounds]
+    for rid in ("a", "b"):
+        assert client.get(f"{base(partition)}/Patient/{rid}").get_json(force=True)["meta"][
+            "versionId"
+        ] == str(1 + 2 * rounds)
