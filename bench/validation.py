@@ -26,7 +26,7 @@ import orjson
 
 from bench.common import machine, ratio, record, table
 from core.synthetic import generate
-from core.validation import _model, full_issues, structural_issues
+from core.validation import full_issues, r4b_model, structural_issues
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tests" / "data" / "r4-examples"
 
@@ -52,7 +52,7 @@ def _each(fn: Callable[[Any], Any], items: list[Any]) -> Callable[[], None]:
 
 def _r4b_alone(resources: list[dict[str, Any]]) -> None:
     for r in resources:
-        model = _model(r["resourceType"])
+        model = r4b_model(r["resourceType"])
         if model is not None:
             model.model_validate(r)
 

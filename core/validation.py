@@ -41,7 +41,8 @@ def validate_id(resource_id: str) -> str:
 
 
 @cache
-def _model(resource_type: str) -> Any:
+def r4b_model(resource_type: str) -> Any:
+    """Return the fhir.resources R4B model of ``resource_type``, or None where R4B differs from R4."""
     if resource_type in definitions().r4b_differing:
         return None
     try:
@@ -124,7 +125,7 @@ def _r4b_false_alarm(err: dict[str, Any]) -> bool:
 
 
 def _r4b_issues(resource: dict[str, Any], where: str) -> list[Issue]:
-    model = _model(resource["resourceType"])
+    model = r4b_model(resource["resourceType"])
     if model is None:
         return []
     from pydantic import ValidationError
@@ -199,6 +200,7 @@ __all__ = [
     "ValidationMode",
     "check_resource_type",
     "full_issues",
+    "r4b_model",
     "resource_issues",
     "structural_issues",
     "validate_id",
