@@ -31,6 +31,7 @@ import orjson
 from core.errors import InvalidRequest, Issue
 from core.fhirdates import format_instant
 from core.fhirjson import dump_with
+from core.fhirtypes import resource_types
 from core.importspec import FULL, INITIAL, NONE, STRUCTURAL
 from core.validation import ID_PATTERN, full_issues, structural_issues
 
@@ -112,6 +113,19 @@ def _instant(value: Any) -> datetime:
         raise LineError([Issue(exc.message, expression=("meta.lastUpdated",))]) from None
 
 
+def _trusted_issues(resource: dict[str, Any], expected_type: str | None) -> list[Issue]:
+    """Return what even a trusted load must refuse: no known resourceType, the wrong type, a bad id."""
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or rtype not in resource_types():
+        return [Issue(f"Unknown or missing resourceType {rtype!r}", code="not-supported")]
+    if expected_type is not None and rtype != expected_type:
+        return [Issue(f"resourceType {rtype!r} does not match the input's type {expected_type!r}")]
+    rid = resource.get("id")
+    if rid is not None and (not isinstance(rid, str) or not ID_PATTERN.fullmatch(rid)):
+        return [Issue(f"Invalid id {rid!r}", expression=(f"{rtype}.id",))]
+    return []
+
+
 def build_record(
     offset: int,
     line: bytes,
@@ -135,9 +149,7 @@ def build_record(
         if not issues:
             _references(resource, str(resource.get("resourceType")), issues)
     else:
-        issues = structural_issues(
-            {k: resource[k] for k in ("resourceType", "id") if k in resource}, expected_type
-        )
+        issues = _trusted_issues(resource, expected_type)
     if issues:
         raise LineError(issues)
     rtype = resource["resourceType"]
