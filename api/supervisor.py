@@ -17,7 +17,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +29,14 @@ from typing import IO
 from core.errors import BulkheadError, ServiceUnavailable
 from core.settings import Settings
 from storage import Database
-from storage.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedS3, ManagedProcess, wait_for_port
+from storage.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedS3,
+    ManagedProcess,
+    reserve_port,
+    wait_for_port,
+)
 from storage.objectstore import object_store_from_settings
 from storage.security import role_url
 
@@ -39,6 +49,10 @@ _RESTART_WINDOW = 60.0
 
 class ServeError(RuntimeError):
     """``bulkhead serve`` cannot start or keep running."""
+
+
+class StopRequested(Exception):
+    """A stop was asked for (a signal) while ``bulkhead serve`` was starting."""
 
 
 def bulkhead_command(*args: str) -> list[str]:
@@ -89,7 +103,16 @@ class Supervisor:
         self.children: list[Child] = []
         self.placements: list[Placement] = []
         self.environ: dict[str, str] = {}
+        self.stopping = threading.Event()
         self._lock: IO[str] | None = None
+
+    def request_stop(self) -> None:
+        """Ask the supervisor to stop at its next safe point (safe to call from a signal handler)."""
+        self.stopping.set()
+
+    def _checkpoint(self) -> None:
+        if self.stopping.is_set():
+            raise StopRequested
 
     # -- start ---------------------------------------------------------------------------------------------
 
@@ -99,14 +122,17 @@ class Supervisor:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         _check_port_free(self.settings.host, self.settings.port)
+        reserve_port(self.settings.port)  # keep the embedded servers off the API's port
         try:
             settings = self._start_services()
+            self._checkpoint()
         except subprocess.CalledProcessError as err:
             output = (err.stderr or err.stdout or b"").decode(errors="replace").strip()
             raise ServeError(f"{' '.join(map(str, err.cmd[:2]))} failed: {output}") from err
         except (RuntimeError, OSError, BulkheadError) as err:
             raise ServeError(str(err)) from err
         self._migrate(settings)
+        self._checkpoint()
         self.settings = settings
         self.environ = self._child_environ(settings)
         self._write_runtime_file(settings)
@@ -241,6 +267,9 @@ class Supervisor:
         assert api.process is not None
         try:
             wait_for_port(api.process, settings.port, timeout=60)
+            # The job processes start once the API answers, so they do not slow its start on a small machine.
+            _wait_for_metadata(api.process, settings, timeout=60, stopping=self.stopping)
+            self._checkpoint()
         except RuntimeError as err:
             raise ServeError(f"the API did not start: {err}") from None
         self._place(
@@ -301,15 +330,15 @@ class Supervisor:
     # -- run -----------------------------------------------------------------------------------------------
 
     def wait(self) -> None:
-        """Keep the children running until an embedded server dies or a child keeps crashing."""
-        while True:
+        """Keep the children running until a stop is requested, an embedded server dies or a child keeps
+        crashing."""
+        while not self.stopping.wait(0.5):
             for server, name in ((self.redis, "Redis"), (self.s3, "S3 (SeaweedFS)")):
                 if server is not None and server.process is not None and not server.process.running():
                     raise ServeError(f"the embedded {name} server exited:\n{server.process.log_tail()}")
             for child in self.children:
                 if child.process is not None and not child.process.running():
                     self._restart(child)
-            time.sleep(0.5)
 
     def _restart(self, child: Child) -> None:
         assert child.process is not None
@@ -322,8 +351,8 @@ class Supervisor:
                 f"{child.name} exited {len(child.restarts)} times within {_RESTART_WINDOW:.0f} s"
             )
         log.error("%s exited with code %s; starting it again", child.name, code)
-        time.sleep(min(2 ** (len(child.restarts) - 1), 10))
-        self._spawn(child)
+        if not self.stopping.wait(min(2 ** (len(child.restarts) - 1), 10)):
+            self._spawn(child)
 
     # -- stop ----------------------------------------------------------------------------------------------
 
@@ -362,6 +391,32 @@ def _gunicorn_extras() -> list[str]:
 
     names = {setting.name for setting in KNOWN_SETTINGS}
     return ["--no-control-socket"] if "control_socket_disable" in names else []
+
+
+def _wait_for_metadata(
+    process: ManagedProcess, settings: Settings, *, timeout: float, stopping: threading.Event
+) -> None:
+    """Wait until ``GET /metadata`` answers (any status: the application is loaded and serving)."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
+    url = (
+        f"http://[{host}]:{settings.port}/metadata"
+        if ":" in host
+        else f"http://{host}:{settings.port}/metadata"
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        if not process.running():
+            raise RuntimeError(f"the API server exited with code {process.popen.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout:.0f} s") from None
+            if stopping.wait(0.1):
+                raise StopRequested from None
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,15 +21,33 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
+# Ports this process handed out: a port is free until its server binds it, so without this list two servers
+# started one after the other could be given the same port.
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def reserve_port(port: int) -> None:
+    """Never hand out ``port`` from ``free_ports`` in this process (it is, or will be, taken)."""
+    with _handed_out_lock:
+        _handed_out.add(port)
+
+
 def free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct TCP ports on 127.0.0.1 that are free right now."""
+    """Return ``count`` distinct TCP ports on 127.0.0.1 that are free now and not handed out before."""
     sockets: list[socket.socket] = []
+    ports: list[int] = []
     try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [int(s.getsockname()[1]) for s in sockets]
+        with _handed_out_lock:
+            while len(ports) < count:
+                s = socket.socket()
+                s.bind(("127.0.0.1", 0))
+                sockets.append(s)
+                port = int(s.getsockname()[1])
+                if port not in _handed_out:
+                    ports.append(port)
+                    _handed_out.add(port)
+        return ports
     finally:
         for s in sockets:
             s.close()
