@@ -61,12 +61,12 @@ def serve(port: int | None, host: str | None) -> None:
     if host is not None:
         settings = replace(settings, host=host)
     configure_logging(settings)
-    from api.supervisor import ServeError, Supervisor
+    from api.supervisor import ServeError, StopRequested, Supervisor
 
     supervisor = Supervisor(settings)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        supervisor.request_stop()
 
     # SIGINT too: a shell starts background jobs with SIGINT ignored, and `kill -INT` should still stop us.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -75,8 +75,9 @@ def serve(port: int | None, host: str | None) -> None:
     try:
         supervisor.start()
         supervisor.wait()
-    except KeyboardInterrupt:
         log.info("stopping")
+    except StopRequested:
+        log.info("stopping before start-up finished")
     except ServeError as err:
         failure = err
     finally:
