@@ -17,9 +17,16 @@ import requests
 
 from core.settings import Settings
 from storage.objectstore import S3ObjectStore, object_store_from_settings
-from tests.support.services import S3Settings, ServeProcess, serve_process
+from tests.support.services import S3Settings, ServeProcess, serve_data_dir, serve_process
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """Yield a data directory that does not exist yet, in a temporary directory of its own."""
+    with serve_data_dir() as path:
+        yield path
 
 
 def _gone(processes: list[psutil.Process], timeout: float = 10.0) -> list[psutil.Process]:
@@ -40,14 +47,14 @@ def _store(runtime: dict[str, str]) -> S3ObjectStore:
 
 
 def test_serve_runs_everything_embedded_keeps_data_across_a_restart_and_leaves_no_process_behind(
-    tmp_path: Path, partition: str
+    data_dir: Path, partition: str
 ) -> None:
     # Given a fresh data directory and no service URLs at all
-    data_dir = tmp_path / "data"
     serve = ServeProcess(data_dir)
     try:
         # When bulkhead serve starts
         serve.wait_until_answering(timeout=30)
+        serve.wait_until_started()
         # Then it writes and reads a resource in a partition
         put = requests.put(
             f"{serve.base_url}/partitions/{partition}/Patient/p1",
@@ -81,6 +88,7 @@ def test_serve_runs_everything_embedded_keeps_data_across_a_restart_and_leaves_n
     # Then it exits cleanly, and every process it started is gone, with its runtime file
     assert code == 0, serve.log()[-3000:]
     assert _gone(processes) == []
+    assert serve.leftovers() == []
     assert not (data_dir / "serve.json").exists()
 
     # When it starts again on the same data directory
@@ -95,12 +103,31 @@ def test_serve_runs_everything_embedded_keeps_data_across_a_restart_and_leaves_n
         assert b"".join(store.get_stream(key)) == b'{"resourceType":"Patient","id":"p1"}\n'
         processes = again.processes()
     assert _gone(processes) == []
+    assert again.leftovers() == []
+
+
+def test_a_stop_during_start_up_leaves_no_process_behind(data_dir: Path) -> None:
+    # Given a server that has started its embedded servers but not yet its API
+    serve = ServeProcess(data_dir)
+    try:
+        deadline = time.monotonic() + 60
+        while "embedded PostgreSQL listening" not in serve.log():
+            assert serve.process.running() and time.monotonic() < deadline, serve.log()[-3000:]
+            time.sleep(0.05)
+        # When it gets SIGTERM
+        code = serve.stop()
+    finally:
+        serve.stop()
+    # Then it exits cleanly, having stopped whatever it had started
+    assert code == 0, serve.log()[-3000:]
+    assert _gone(serve.leftovers()) == []
+    assert "stopping" in serve.log()
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def served() -> Iterator[ServeProcess]:
     """Yield one fully embedded ``bulkhead serve`` shared by the tests that only look at it."""
-    with serve_process(tmp_path_factory.mktemp("served") / "data") as serve:
+    with serve_data_dir() as data_dir, serve_process(data_dir) as serve:
         yield serve
 
 
@@ -182,10 +209,9 @@ def test_an_api_server_that_dies_is_started_again(served: ServeProcess) -> None:
 
 
 def test_configured_redis_and_s3_are_used_instead_of_embedded_ones(
-    tmp_path: Path, redis_url: str, s3_settings: S3Settings, partition: str
+    data_dir: Path, redis_url: str, s3_settings: S3Settings, partition: str
 ) -> None:
     # Given Redis and S3 URLs in the environment, but no database URL
-    data_dir = tmp_path / "data"
     environ = {
         "BULKHEAD_REDIS_URL": redis_url,
         "BULKHEAD_QUEUE_NAMESPACE": f"serve-{partition}",

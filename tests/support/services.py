@@ -184,6 +184,14 @@ class ServeProcess:
                 raise AssertionError(f"no answer on /metadata within {timeout:.0f} s:\n{self.log()[-4000:]}")
             time.sleep(0.1)
 
+    def wait_until_started(self, timeout: float = 30.0) -> None:
+        """Wait until the server printed its start-up summary (every process is started)."""
+        deadline = time.monotonic() + timeout
+        while "Press Ctrl-C to stop." not in self.log():
+            if not self.process.running() or time.monotonic() > deadline:
+                raise AssertionError(f"no start-up summary within {timeout:.0f} s:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+
     def runtime(self) -> dict[str, str]:
         """Return what the server recorded in its runtime file (URLs and keys of its services)."""
         return {str(k): str(v) for k, v in json.loads((self.data_dir / "serve.json").read_text()).items()}
@@ -203,9 +211,35 @@ class ServeProcess:
                         found[child.pid] = child
         return list(found.values())
 
+    def leftovers(self) -> list[psutil.Process]:
+        """Return live processes other than the server that belong to its data directory (by command line
+        or by the BULKHEAD_DATA_DIR every child inherits)."""
+        marker = str(self.data_dir)
+        found = []
+        for p in psutil.process_iter(["cmdline", "status"]):
+            with contextlib.suppress(psutil.Error):
+                if p.pid == self.process.pid or p.info["status"] == psutil.STATUS_ZOMBIE:
+                    continue
+                if any(marker in part for part in (p.info["cmdline"] or [])) or (
+                    p.environ().get("BULKHEAD_DATA_DIR") == marker
+                ):
+                    found.append(p)
+        return found
+
     def stop(self) -> int | None:
         """Send SIGTERM and wait for the server to exit; return its exit code."""
         return self.process.stop()
+
+
+@contextmanager
+def serve_data_dir() -> Iterator[Path]:
+    """Yield a not-yet-existing data directory for ``bulkhead serve`` under the system temporary directory.
+
+    Not under pytest's own temporary root: pytest keeps that root at mode 0700, and the embedded PostgreSQL
+    runs as another user when the suite runs as root.
+    """
+    with tempfile.TemporaryDirectory(prefix="bulkhead-serve-") as tmp:
+        yield Path(tmp) / "data"
 
 
 @contextmanager
@@ -216,6 +250,7 @@ def serve_process(
     serve = ServeProcess(data_dir, environ=environ)
     try:
         serve.wait_until_answering(timeout)
+        serve.wait_until_started(timeout)
         yield serve
     finally:
         serve.stop()
