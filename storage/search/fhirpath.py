@@ -23,23 +23,31 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from storage.search.elements import children, is_type
 from storage.search.fhirpath_parse import Unsupported
 from storage.search.fhirpath_parse import parse as parse_tree
+from storage.search.fhirpath_steps import (
+    Item,
+    Predicate,
+    Step,
+    chain,
+    extension_step,
+    filter_step,
+    index_step,
+    key_path,
+    member_step,
+    reference_type,
+    simple_member,
+)
 
 log = logging.getLogger(__name__)
 
-Item = tuple[Any, str]
-Step = Callable[[list[Item]], list[Item]]
 Accessor = Callable[[dict[str, Any]], list[Item]]
-Predicate = Callable[[Any, str], bool]
 
 _EXISTS_IDIOM = re.compile(r"\s*(?P<p>[A-Za-z][\w.]*)\.exists\(\)\s+and\s+(?P=p)\s*!=\s*false\s*")
 _ROOTS = frozenset({"Resource", "DomainResource"})
-_SCAN_KEYS_ABOVE = 6
 
 
 @dataclass(frozen=True)
@@ -62,81 +70,6 @@ class Compiled:
     def parts(self) -> tuple[Compiled, ...]:
         """Return the independently evaluated ``|`` branches (itself when it has none)."""
         return self.branches or ((self,) if self.accessor is not None else ())
-
-
-def _member(in_types: set[str], name: str, only: str | None) -> tuple[Step, set[str]]:
-    mapping: dict[str, list[tuple[str, str]]] = {}
-    for t in in_types:
-        alts = [(k, ot) for k, ot in children(t, name) if only is None or is_type(ot, only)]
-        if alts:
-            mapping[t] = alts
-    out_types = {ot for alts in mapping.values() for _, ot in alts}
-    if not mapping:
-        return (lambda items: []), set()
-    if len(mapping) == 1 and len(next(iter(mapping.values()))) == 1:
-        key, ot = next(iter(mapping.values()))[0]
-
-        def single(items: list[Item]) -> list[Item]:
-            out: list[Item] = []
-            for v, _ in items:
-                if type(v) is not dict:
-                    continue
-                x = v.get(key)
-                if x is None:
-                    continue
-                if type(x) is list:
-                    out.extend([(e, ot) for e in x])
-                else:
-                    out.append((x, ot))
-            return out
-
-        return single, out_types
-    by_key = {t: {k: ot for k, ot in alts} for t, alts in mapping.items()}
-
-    def many(items: list[Item]) -> list[Item]:
-        out: list[Item] = []
-        for v, t in items:
-            keys = by_key.get(t)
-            if keys is None or type(v) is not dict:
-                continue
-            if len(keys) > _SCAN_KEYS_ABOVE:
-                found = [(k, x) for k, x in v.items() if k in keys]
-            else:
-                found = [(k, v[k]) for k in keys if k in v]
-            for k, x in found:
-                ot = keys[k]
-                if type(x) is list:
-                    out.extend([(e, ot) for e in x])
-                elif x is not None:
-                    out.append((x, ot))
-        return out
-
-    return many, out_types
-
-
-@lru_cache(maxsize=16384)
-def _type_in(reference: str) -> str | None:
-    if reference.startswith("#"):
-        return None
-    parts = reference.split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    if len(parts) >= 2 and parts[-2][:1].isupper():
-        return parts[-2]
-    return None
-
-
-def reference_type(value: Any) -> str | None:
-    """Return the resource type a Reference points at (from ``reference`` or ``type``), if it says."""
-    if type(value) is not dict:
-        return None
-    ref = value.get("reference")
-    if type(ref) is str:
-        found = _type_in(ref)
-        if found is not None:
-            return found
-    rtype = value.get("type")
-    return rtype if isinstance(rtype, str) else None
 
 
 def _condition(cond: tuple[Any, ...], in_types: set[str]) -> Predicate:
@@ -171,7 +104,7 @@ def _steps(steps: list[tuple[Any, ...]], in_types: set[str]) -> tuple[Step, set[
         if kind == "member":
             nxt = steps[i + 1] if i + 1 < len(steps) else None
             only = nxt[1] if nxt is not None and nxt[0] == "as" else None
-            keys = _simple_member(types, step[1], only)
+            keys = simple_member(types, step[1], only)
             if keys is not None:
                 # A run of members with one key and one type each reads nested keys in one closure.
                 path = [keys[0]]
@@ -180,127 +113,36 @@ def _steps(steps: list[tuple[Any, ...]], in_types: set[str]) -> tuple[Step, set[
                 while i < len(steps) and steps[i][0] == "member":
                     nxt = steps[i + 1] if i + 1 < len(steps) else None
                     only = nxt[1] if nxt is not None and nxt[0] == "as" else None
-                    more = _simple_member(types, steps[i][1], only)
+                    more = simple_member(types, steps[i][1], only)
                     if more is None:
                         break
                     path.append(more[0])
                     types = {more[1]}
                     i += 2 if only is not None else 1
-                funcs.append(_key_path(path, next(iter(types))))
+                funcs.append(key_path(path, next(iter(types))))
                 continue
-            func, types = _member(types, step[1], only)
+            func, types = member_step(types, step[1], only)
             if only is not None:
                 i += 1
         elif kind == "as":
             wanted = step[1]
             keep = {t for t in types if is_type(t, wanted)}
             types = keep
-            func = _filter(lambda v, t, keep=keep: t in keep)  # type: ignore[misc]
+            func = filter_step(lambda v, t, keep=keep: t in keep)  # type: ignore[misc]
         elif kind == "where":
-            func = _filter(_condition(step[1], types))
+            func = filter_step(_condition(step[1], types))
         elif kind == "ext":
-            func, types = _extension(step[1]), {"Extension"}
+            func, types = extension_step(step[1]), {"Extension"}
         elif kind == "index":
             n = step[1]
-            func = _index(n)
+            func = index_step(n)
         else:  # pragma: no cover - the parser produces no other step
             raise Unsupported(str(kind))
         funcs.append(func)
         i += 1
     if not types:
         return (lambda items: []), set()
-    return _chain(funcs), types
-
-
-def _simple_member(in_types: set[str], name: str, only: str | None) -> tuple[str, str] | None:
-    """Return the one (key, type) a member step reads, or None when it reads several or none."""
-    if len(in_types) != 1:
-        return None
-    alts = [(k, t) for k, t in children(next(iter(in_types)), name) if only is None or is_type(t, only)]
-    return alts[0] if len(alts) == 1 else None
-
-
-def _key_path(keys: list[str], out_type: str) -> Step:
-    """Read nested keys (flattening lists at each level) and tag what is found with ``out_type``."""
-    if len(keys) == 1:
-        key = keys[0]
-
-        def one(items: list[Item]) -> list[Item]:
-            if len(items) == 1:
-                v = items[0][0]
-                x = v.get(key) if type(v) is dict else None
-                if x is None:
-                    return []
-                if type(x) is list:
-                    return [(e, out_type) for e in x]
-                return [(x, out_type)]
-            out: list[Item] = []
-            for v, _ in items:
-                x = v.get(key) if type(v) is dict else None
-                if x is None:
-                    continue
-                if type(x) is list:
-                    out.extend([(e, out_type) for e in x])
-                else:
-                    out.append((x, out_type))
-            return out
-
-        return one
-
-    def nested(items: list[Item]) -> list[Item]:
-        current = [v for v, _ in items]
-        for key in keys:
-            found: list[Any] = []
-            for v in current:
-                if type(v) is dict:
-                    x = v.get(key)
-                    if x is None:
-                        continue
-                    if type(x) is list:
-                        found.extend(x)
-                    else:
-                        found.append(x)
-            if not found:
-                return []
-            current = found
-        return [(v, out_type) for v in current]
-
-    return nested
-
-
-def _filter(pred: Predicate) -> Step:
-    return lambda items: [(v, t) for v, t in items if pred(v, t)]
-
-
-def _index(n: int) -> Step:
-    return lambda items: items[n : n + 1]
-
-
-def _extension(url: str) -> Step:
-    def run(items: list[Item]) -> list[Item]:
-        out: list[Item] = []
-        for v, _ in items:
-            if type(v) is dict:
-                for e in v.get("extension", ()):
-                    if type(e) is dict and e.get("url") == url:
-                        out.append((e, "Extension"))
-        return out
-
-    return run
-
-
-def _chain(funcs: list[Step]) -> Step:
-    if len(funcs) == 1:
-        return funcs[0]
-
-    def run(items: list[Item]) -> list[Item]:
-        for f in funcs:
-            if not items:
-                return items
-            items = f(items)
-        return items
-
-    return run
+    return chain(funcs), types
 
 
 def _branch(node: tuple[Any, ...], rtype: str) -> tuple[Step, set[str]] | None:
@@ -323,7 +165,7 @@ def _branch(node: tuple[Any, ...], rtype: str) -> tuple[Step, set[str]] | None:
     if inner is None:
         return None
     rest, types = _steps(steps, inner[1])
-    return _chain([inner[0], rest]), types
+    return chain([inner[0], rest]), types
 
 
 def _branch_texts(expression: str, rtype: str) -> list[str]:
@@ -443,7 +285,7 @@ def _prefix(tree: tuple[Any, ...], rtype: str) -> tuple[tuple[str, ...], str, St
     while i < len(steps) and steps[i][0] == "member":
         nxt = steps[i + 1] if i + 1 < len(steps) else None
         only = nxt[1] if nxt is not None and nxt[0] == "as" else None
-        simple = _simple_member({current}, steps[i][1], only)
+        simple = simple_member({current}, steps[i][1], only)
         if simple is None:
             break
         keys.append(simple[0])
@@ -460,3 +302,6 @@ def _prefix(tree: tuple[Any, ...], rtype: str) -> tuple[tuple[str, ...], str, St
 
 def _root(step: Step, rtype: str) -> Accessor:
     return lambda resource: step([(resource, rtype)])
+
+
+__all__ = ["Accessor", "Compiled", "Item", "Step", "Unsupported", "compile_expression", "reference_type"]
