@@ -48,10 +48,12 @@ class Parser:
         self.pos = 0
 
     def peek(self, offset: int = 0) -> tuple[str, str]:
+        """Return the token ``offset`` ahead without consuming it."""
         i = self.pos + offset
         return self.toks[i] if i < len(self.toks) else ("end", "")
 
     def take(self, kind: str, value: str | None = None) -> str:
+        """Consume the next token, which must be of ``kind`` (and ``value``), and return its text."""
         tok = self.peek()
         if tok[0] != kind or (value is not None and tok[1] != value):
             raise Unsupported(f"expected {value or kind}, found {tok[1]!r}")
@@ -59,12 +61,14 @@ class Parser:
         return tok[1]
 
     def parse(self) -> tuple[Any, ...]:
+        """Parse the whole expression."""
         expr = self.union()
         if self.peek()[0] != "end":
             raise Unsupported(f"unexpected {self.peek()[1]!r}")
         return expr
 
     def union(self) -> tuple[Any, ...]:
+        """Parse ``term ("|" term)*``."""
         branches = [self.term()]
         while self.peek() == ("op", "|"):
             self.pos += 1
@@ -72,6 +76,7 @@ class Parser:
         return ("union", branches) if len(branches) > 1 else branches[0]
 
     def term(self) -> tuple[Any, ...]:
+        """Parse a path, optionally followed by ``as Type``."""
         path = self.path()
         if self.peek() == ("id", "as"):
             self.pos += 1
@@ -79,6 +84,7 @@ class Parser:
         return path
 
     def path(self) -> tuple[Any, ...]:
+        """Parse a name or a parenthesised expression, then its steps."""
         if self.peek() == ("op", "("):
             self.pos += 1
             head: Any = self.union()
@@ -90,6 +96,7 @@ class Parser:
         return ("path", head, self.steps())
 
     def steps(self) -> list[tuple[Any, ...]]:
+        """Parse ``.invocation`` and ``[n]`` steps."""
         steps: list[tuple[Any, ...]] = []
         while True:
             if self.peek() == ("op", "["):
@@ -103,6 +110,7 @@ class Parser:
                 return steps
 
     def invocation(self) -> tuple[Any, ...]:
+        """Parse a member name or one of the supported functions."""
         name = self.take("id")
         if self.peek() != ("op", "("):
             return ("member", name)
@@ -121,6 +129,7 @@ class Parser:
         return step
 
     def condition(self) -> tuple[Any, ...]:
+        """Parse a ``where`` condition: atoms joined by ``and`` / ``or``."""
         left = self.atom()
         while self.peek() in {("id", "and"), ("id", "or")}:
             op = self.take("id")
@@ -128,6 +137,7 @@ class Parser:
         return left
 
     def atom(self) -> tuple[Any, ...]:
+        """Parse ``resolve() is T``, ``hasExtension(url)`` or ``path = literal`` / ``path != literal``."""
         if self.peek() == ("id", "resolve"):
             self.pos += 1
             self.take("op", "(")

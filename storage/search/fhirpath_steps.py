@@ -15,6 +15,7 @@ SCAN_KEYS_ABOVE = 6
 
 
 def member_step(in_types: set[str], name: str, only: str | None) -> tuple[Step, set[str]]:
+    """Return a step reading child ``name`` of values of ``in_types`` (only type ``only`` if given)."""
     mapping: dict[str, list[tuple[str, str]]] = {}
     for t in in_types:
         alts = [(k, ot) for k, ot in children(t, name) if only is None or is_type(ot, only)]
@@ -146,14 +147,18 @@ def key_path(keys: list[str], out_type: str) -> Step:
 
 
 def filter_step(pred: Predicate) -> Step:
+    """Return a step keeping the items ``pred`` accepts."""
     return lambda items: [(v, t) for v, t in items if pred(v, t)]
 
 
 def index_step(n: int) -> Step:
+    """Return a step keeping the ``n``-th item."""
     return lambda items: items[n : n + 1]
 
 
 def extension_step(url: str) -> Step:
+    """Return a step reading the extensions with this ``url``."""
+
     def run(items: list[Item]) -> list[Item]:
         out: list[Item] = []
         for v, _ in items:
@@ -167,6 +172,7 @@ def extension_step(url: str) -> Step:
 
 
 def chain(funcs: list[Step]) -> Step:
+    """Return a step running ``funcs`` one after the other (stopping when nothing is left)."""
     if len(funcs) == 1:
         return funcs[0]
 

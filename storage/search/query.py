@@ -122,6 +122,7 @@ class _Parser:
             self.errors.append(Issue(message, code=code))
 
     def param(self, rtype: str, code: str) -> BoundParameter | None:
+        """Return the parameter ``code`` of ``rtype``, if defined."""
         return self.registry.for_type(rtype).get(code)
 
     def common_param(self, code: str) -> tuple[str, BoundParameter | None] | None:
@@ -139,6 +140,7 @@ class _Parser:
         return (found.type, found) if found is not None else None
 
     def criterion(self, rtype: str | None, name: str, value: str, depth: int = 0) -> Criterion | None:
+        """Parse one parameter occurrence (None when it is refused under lenient handling)."""
         if name.startswith("_has:"):
             return self.reverse_chain(rtype, name, value, depth)
         head, dot, rest = name.partition(".")
@@ -170,6 +172,7 @@ class _Parser:
         return Criterion(code, ptype, values, modifier or None, param)
 
     def modifier_ok(self, code: str, ptype: str, modifier: str, param: BoundParameter | None) -> bool:
+        """Return whether ``modifier`` is supported on this parameter (refuse it otherwise)."""
         if code == "_id":
             allowed: frozenset[str] = frozenset({"not"})
         elif code == "_lastUpdated":
@@ -193,6 +196,7 @@ class _Parser:
         value: str,
         depth: int,
     ) -> Criterion | None:
+        """Parse a chained parameter (``subject:Patient.name``) into criteria on each target type."""
         if param is None or param.type != "reference":
             self.refuse(f"Only reference parameters can be chained, not {code!r}")
             return None
@@ -218,6 +222,7 @@ class _Parser:
         return Criterion(code, "reference", (), None, param, targets, tuple(chained))
 
     def reverse_chain(self, rtype: str | None, name: str, value: str, depth: int) -> Criterion | None:
+        """Parse ``_has:Type:reference:parameter``."""
         parts = name.split(":", 3)
         if len(parts) != 4 or not parts[3]:
             raise InvalidRequest(f"{name!r} is not of the form _has:Type:reference:parameter")
@@ -242,6 +247,7 @@ class _Parser:
         return Criterion("_has", "reference", (), None, None, (), (), (source, ref_code, inner))
 
     def sort(self, value: str) -> list[SortKey]:
+        """Parse ``_sort`` keys."""
         keys = []
         for raw in value.split(","):
             part = raw.strip()
@@ -257,6 +263,7 @@ class _Parser:
         return keys
 
     def include(self, name: str, value: str) -> Include | None:
+        """Parse one ``_include`` / ``_revinclude`` value."""
         reverse = name.startswith("_revinclude")
         modifier = name.partition(":")[2]
         if modifier not in {"", "iterate", "recurse"}:
