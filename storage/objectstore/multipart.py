@@ -63,6 +63,12 @@ class S3Writer:
         """Append ``data``; full parts leave for the store as soon as they fill."""
         if self._done:
             raise ValueError("write to a closed object writer")
+        buffer = self._buffer
+        if isinstance(data, bytes) and len(buffer) + len(data) < self.part_size:
+            # The common case (one NDJSON line at a time): no part fills up.
+            buffer += data
+            self._size += len(data)
+            return
         view = memoryview(data).cast("B")
         pos = 0
         while pos < len(view):
@@ -70,7 +76,6 @@ class S3Writer:
             self._buffer += take
             pos += len(take)
             self._size += len(take)
-            self.max_buffered = max(self.max_buffered, len(self._buffer) + self._in_flight)
             if len(self._buffer) >= self.part_size:
                 self._ship()
 
@@ -102,6 +107,8 @@ class S3Writer:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-part")
         if self._next_part > _MAX_PARTS:
             raise BulkheadError(f"{self.key}: more than {_MAX_PARTS} parts; raise the part size")
+        # The most this writer ever holds: the part in flight (until it is waited for) and the full one.
+        self.max_buffered = max(self.max_buffered, len(self._buffer) + self._in_flight)
         self._wait_pending()
         body, self._buffer = self._buffer, bytearray()
         assert self._executor is not None
@@ -113,6 +120,7 @@ class S3Writer:
         """Finish the upload and return the object's key, size and entity tag."""
         if self._done:
             raise ValueError("object writer already closed")
+        self.max_buffered = max(self.max_buffered, len(self._buffer) + self._in_flight)
         try:
             if self._upload_id is None:
                 with translated(self.bucket, self.key):

@@ -71,7 +71,9 @@ class RollingNdjsonWriter:
         """Append one JSON document (without its newline: the writer adds it)."""
         if not line or _NEWLINE in line:
             raise ValueError("an NDJSON line must be non-empty and hold no newline")
-        writer = self._writer_for(len(line) + 1)
+        writer = self._writer
+        if writer is None or writer.size + len(line) + 1 > self.max_bytes:
+            writer = self._writer_for(len(line) + 1)
         writer.write(line)
         writer.write(_NEWLINE)
         self._lines += 1
