@@ -223,14 +223,19 @@ def copy_new_resources(uow: UnitOfWork, batch: Sequence[NewResource], *, index: 
     assert pid is not None
     conn = _connection(uow)
     with conn.cursor() as cur:
-        cur.execute(_STAGE_DDL)
-        sids = [row[0] for row in cur.execute(_RESERVE, (len(batch),))]
+        # The staging table (if this session has none yet) and the surrogate ids, in one round trip.
+        cur.execute(f"{_STAGE_DDL}; {_RESERVE % len(batch)}")
+        cur.nextset()
+        sids = [row[0] for row in cur.fetchall()]
         with cur.copy(_STAGE_COPY) as copy:
             copy.write(_copy_lines(batch, sids))
         # Under row-level security PostgreSQL does not name the duplicate key: find it after a savepoint.
-        cur.execute("SAVEPOINT bulkhead_move")
+        # One round trip (no parameters, so several statements may go together; the id is an integer).
         try:
-            cur.execute(_MOVE, (pid,))
+            cur.execute(
+                f"SAVEPOINT bulkhead_move; {_MOVE % int(pid)}; "
+                f"RELEASE SAVEPOINT bulkhead_move; TRUNCATE {STAGE_TABLE}"
+            )
         except pg_errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT bulkhead_move")
             existing = _existing(cur, pid)
@@ -239,7 +244,6 @@ def copy_new_resources(uow: UnitOfWork, batch: Sequence[NewResource], *, index: 
             raise Conflict(
                 f"Already in partition {uow.partition!r}, and the bulk writer only creates: {what}"
             ) from None
-        cur.execute(f"RELEASE SAVEPOINT bulkhead_move; TRUNCATE {STAGE_TABLE}")
         if index:
             _index_batch(cur, uow, pid, batch, sids)
     return sids

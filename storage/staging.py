@@ -43,5 +43,4 @@ def insert_rows(
     with cur.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
-    cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage}")
-    cur.execute(f"TRUNCATE {stage}")
+    cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage}; TRUNCATE {stage}")
