@@ -318,3 +318,24 @@ def test_lenient_handling_ignores_unknown_parameters_and_says_so(client: FlaskCl
         "example"
     ]
     assert "shoe-size" not in bundle["link"][0]["url"] and "gender=male" in bundle["link"][0]["url"]
+
+
+def test_capability_statement_lists_supported_parameters_and_says_what_is_not_supported(
+    client: FlaskClient, partition: str
+) -> None:
+    statement = client.get(f"{base(partition)}/metadata").get_json(force=True)
+    rest = statement["rest"][0]
+    patient = next(r for r in rest["resource"] if r["type"] == "Patient")
+    params = {p["name"]: p for p in patient["searchParam"]}
+    # Supported parameters name their type and official definition
+    assert params["name"]["type"] == "string"
+    assert params["name"]["definition"] == "http://hl7.org/fhir/SearchParameter/Patient-name"
+    assert {"_id", "_lastUpdated", "birthdate", "identifier", "organization"} <= set(params)
+    assert ":exact" in params["name"]["documentation"]
+    # Composite parameters are not offered, and the limitations extension names them
+    observation = next(r for r in rest["resource"] if r["type"] == "Observation")
+    assert "code-value-quantity" not in {p["name"] for p in observation["searchParam"]}
+    limits = next(e for e in rest["extension"] if e["url"].endswith("search-limitations"))
+    values = {e["valueString"] for e in limits["extension"]}
+    assert "Observation:code-value-quantity (composite)" in values
+    assert "_contained" in values and any("composite" in v for v in values)
