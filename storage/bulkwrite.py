@@ -13,9 +13,9 @@ How a batch is written, inside the caller's unit of work (so the partition is se
    FROM`` into a table under row-level security, and the temporary table has neither policies nor indexes;
 3. one ``INSERT INTO resource … SELECT … FROM`` the staging table, which the partition policy checks row by
    row (a row of another partition is refused, not written);
-4. the search-index rows of the batch, extracted by ``storage.search.index_rows_for`` (the partition's own
-   search parameters included) and written the same way, one staging table per side table
-   (``storage/staging.py``), unless ``index=False`` (a trusted load whose partition is reindexed later).
+4. the search-index rows of the batch: ``storage.search.index_rows_for`` (the partition's own search
+   parameters included) and ``write_index_rows``, which stages large sets the same way
+   (``storage/staging.py``); unless ``index=False`` (a trusted load whose partition is reindexed later).
 
 Memory stays bounded whatever the input size: ``write_new_resources`` pulls the input lazily and holds at
 most one batch (``batch_rows`` resources or ``batch_bytes`` of raw JSON, whichever comes first).
@@ -44,9 +44,7 @@ from core.fhirtypes import resource_types
 from core.partition import validate_partition_name
 from core.validation import ID_PATTERN
 from storage.database import Database
-from storage.search import IndexRows, index_rows_for, registry_for
-from storage.search.tables import INDEX_TABLES
-from storage.staging import ensure_stages, insert_rows
+from storage.search import IndexRows, index_rows_for, registry_for, write_index_rows
 from storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -162,11 +160,7 @@ def _connection(uow: UnitOfWork) -> psycopg.Connection[Any]:
 
 
 def _index_batch(
-    cur: psycopg.Cursor[Any],
-    uow: UnitOfWork,
-    partition_id: int,
-    batch: Sequence[NewResource],
-    sids: Sequence[int],
+    uow: UnitOfWork, partition_id: int, batch: Sequence[NewResource], sids: Sequence[int]
 ) -> int:
     """Write the search-index rows of a batch (the partition's own search parameters included)."""
     registry = registry_for(uow.session, partition_id)
@@ -175,12 +169,7 @@ def _index_batch(
         index_rows_for(
             item.resource_type, sid, partition_id, dict(item.resource), registry=registry, into=rows
         )
-    present = {kind: table_rows for kind, table_rows in rows.by_table.items() if table_rows}
-    ensure_stages(cur, [INDEX_TABLES[kind].name for kind in present])
-    for kind, table_rows in present.items():
-        table = INDEX_TABLES[kind]
-        insert_rows(cur, table.name, [c.name for c in table.columns], table_rows)
-    return len(rows)
+    return write_index_rows(uow.session, rows)
 
 
 def _existing(cur: psycopg.Cursor[Any], partition_id: int) -> list[str]:
@@ -245,7 +234,7 @@ def copy_new_resources(uow: UnitOfWork, batch: Sequence[NewResource], *, index: 
                 f"Already in partition {uow.partition!r}, and the bulk writer only creates: {what}"
             ) from None
         if index:
-            _index_batch(cur, uow, pid, batch, sids)
+            _index_batch(uow, pid, batch, sids)
     return sids
 
 
