@@ -204,6 +204,14 @@ def _check_overlaps(entries: list[Entry]) -> None:
         seen[entry.target] = entry
 
 
+def _processing_order(entry: Entry) -> tuple[int, str, str, int]:
+    """Order entries as FHIR asks (DELETE, POST, PUT/PATCH, GET/HEAD); within DELETE and PUT, by target, so
+    that concurrent transactions creating the same new ids insert them in one order (409, not deadlock)."""
+    if entry.method in {"PUT", "DELETE"}:
+        return (ORDER[entry.method], entry.rtype or "", entry.rid or "", entry.index)
+    return (ORDER[entry.method], "", "", entry.index)
+
+
 def _lock_targets(uow: UnitOfWork, entries: list[Entry]) -> None:
     """Lock the current rows of every resource the transaction updates or deletes, in one global order, so
     that two transactions touching the same resources in different orders wait instead of deadlocking."""
@@ -220,7 +228,7 @@ def run_transaction(db: Database, partition: str, entries: list[Entry], bases: B
             raise relabel(entry.problem, entry)
         if entry.method == "POST" and entry.if_none_exist is None:
             entry.rid = str(uuid.uuid4())
-    ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
+    ordered = sorted(entries, key=_processing_order)
     results: dict[int, Result] = {}
     base = base_url(partition)
     with db.unit_of_work(partition) as uow:

@@ -424,3 +424,32 @@ def test_transactions_updating_the_same_resources_in_opposite_orders_all_succeed
         assert client.get(f"{base(partition)}/Patient/{rid}").get_json(force=True)["meta"][
             "versionId"
         ] == str(1 + 2 * rounds)
+
+
+def test_transactions_creating_the_same_new_ids_in_opposite_orders_answer_200_or_409(
+    app: Flask, client: FlaskClient, partition: str
+) -> None:
+    rounds = 8
+    barrier = threading.Barrier(2)
+
+    def run(order: tuple[str, str]) -> list[int]:
+        own = app.test_client()
+        statuses = []
+        for n in range(rounds):
+            tx = bundle(
+                *[
+                    entry("PUT", f"Patient/{r}{n}", {"resourceType": "Patient", "id": f"{r}{n}"})
+                    for r in order
+                ]
+            )
+            barrier.wait()
+            statuses.append(post(own, root(partition), tx).status_code)
+        return statuses
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(run, [("x", "y"), ("y", "x")])
+    for n in range(rounds):
+        # Each round: both succeeded one after the other, or one lost with 409; never a deadlock or a 500
+        assert sorted([first[n], second[n]]) in ([200, 200], [200, 409]), (first, second)
+        history = client.get(f"{base(partition)}/Patient/x{n}/_history").get_json(force=True)
+        assert history["total"] == [first[n], second[n]].count(200)
