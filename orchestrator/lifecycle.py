@@ -24,9 +24,9 @@ from core.jobs import (
     outcome_of,
 )
 from orchestrator.registry import Planner, planner_for
-from orchestrator.release import release_work
 from workers.heartbeat import JobHeartbeat
 from workers.logs import job_log_context
+from workers.release import release_work
 from workers.runtime import JobContext, WorkerResources, retry_delay, worker_name
 
 log = logging.getLogger(__name__)
@@ -171,13 +171,13 @@ def _part_failure(group: JobInfo, part: JobInfo, total: int) -> dict[str, object
 def _follow(resources: WorkerResources, planner: Planner, group: JobInfo) -> str:
     """Fail, finish or feed a running group."""
     queue = resources.queue
-    summary = queue.summary(group.partition, group.id)
-    if summary.failed:
+    failed, active = queue.group_state(group.partition, group.id)
+    if failed:
         part = queue.first_failure(group.partition, group.id)
         assert part is not None
-        error = _part_failure(group, part, summary.total)
+        error = _part_failure(group, part, len(queue.parts(group.partition, group.id)))
         return _fail(resources, group, error, f"processing job {part.id} failed")
-    if summary.active:
+    if active:
         release_work(resources)
         return JobStatus.RUNNING.value
     parts = queue.parts(group.partition, group.id)
@@ -189,6 +189,6 @@ def _follow(resources: WorkerResources, planner: Planner, group: JobInfo) -> str
         return _fail(resources, group, outcome_of(exc), str(exc))
     if queue.complete_group(group.partition, group.id, result, expires_in=_expiry(resources)) is None:
         return "skipped"
-    log.info("%s job %s completed (%s processing jobs)", group.kind, group.id, summary.total)
+    log.info("%s job %s completed (%s processing jobs)", group.kind, group.id, len(parts))
     release_work(resources)
     return JobStatus.COMPLETED.value

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from core.errors import BulkheadError
 from core.jobs import JobInfo, failure_outcome
 from orchestrator.lifecycle import advance_group
-from orchestrator.release import release_work
+from workers.release import release_work
 from workers.runtime import WorkerResources
 
 log = logging.getLogger(__name__)

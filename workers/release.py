@@ -1,4 +1,8 @@
-"""Release queued processing jobs to the workers, within the windows, fairly across partitions."""
+"""Release queued processing jobs to the workers, within the windows, fairly across partitions.
+
+Called by the orchestrator after planning (and on every sweep), and by a worker as soon as its processing job
+ends: the slot it frees goes at once to whichever partition and job have the fewest jobs in flight.
+"""
 
 from __future__ import annotations
 

@@ -151,16 +151,25 @@ def run_processing_job(resources: WorkerResources, partition: str, job_id: str) 
             return "skipped"
         outcome = _run_claimed(resources, job)
         if outcome in ("completed", "failed", "cancelled"):
-            _notify(resources, job)
+            _after(resources, job, outcome)
         return outcome
 
 
-def _notify(resources: WorkerResources, job: JobInfo) -> None:
-    """Tell the orchestrator that a processing job ended (the sweeper covers a lost message)."""
+def _after(resources: WorkerResources, job: JobInfo, outcome: str) -> None:
+    """Hand the freed slot to the next job (fairly), and wake the orchestrator when the group's turn came.
+
+    The orchestrator is told when this job failed (its group fails) or when nothing of the group is queued
+    or running any more (finish, or settle a cancel); a lost message is covered by the sweeper.
+    """
+    from workers.release import release_work
+
     try:
-        resources.sender.send_orchestrate(job.partition, job.group_id)
+        release_work(resources)
+        failed, active = resources.queue.group_state(job.partition, job.group_id)
+        if outcome == "failed" or failed or not active:
+            resources.sender.send_orchestrate(job.partition, job.group_id)
     except BulkheadError as exc:
-        log.warning("orchestrate for group %s not sent: %s", job.group_id, exc.message)
+        log.warning("after job %s: %s; the sweeper will take it from here", job.id, exc.message)
 
 
 def _run_claimed(resources: WorkerResources, job: JobInfo) -> str:

@@ -155,6 +155,23 @@ class GroupOps(JobStoreBase):
             progress=progress,
         )
 
+    def group_state(self, partition: str, group_id: str) -> tuple[bool, bool]:
+        """Return (has a failed processing job, has a queued or running one), cheaply (two index probes)."""
+        with self._session(partition) as s:
+            row = s.execute(
+                text(
+                    """
+                    SELECT
+                      EXISTS (SELECT 1 FROM job WHERE group_id = :g AND partition = :p AND id <> group_id
+                              AND status = 'failed'),
+                      EXISTS (SELECT 1 FROM job WHERE group_id = :g AND partition = :p
+                              AND status IN ('queued', 'planning', 'running') AND id <> group_id)
+                    """
+                ),
+                {"g": group_id, "p": partition},
+            ).one()
+            return bool(row[0]), bool(row[1])
+
     def first_failure(self, partition: str, group_id: str) -> JobInfo | None:
         """Return the first processing job of a group that failed, if any."""
         with self._session(partition) as s:

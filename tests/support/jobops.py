@@ -9,7 +9,8 @@ Worker and orchestrator processes load it with ``--module tests.support.jobops``
 - ``plan_seconds``: planning takes this long (reporting progress every 0.1 s);
 - ``fail_attempts``: the first N attempts of every part (or of ``fail_parts``) fail with a transient error;
 - ``refuse_part``: that part fails permanently with an ``invalid`` OperationOutcome;
-- ``refuse_plan``: planning fails permanently.
+- ``refuse_plan``: planning fails permanently;
+- ``write``: false for parts that write no object (the benchmark's no-op work).
 
 Each part writes one object, ``{prefix}/{partition}/{group}/Part-{n}.ndjson``, whose key depends only on the
 definition: a retried part overwrites its object. The result lists the object and its line count.
@@ -49,6 +50,7 @@ def plan(ctx: PlanningContext, job: JobInfo) -> Iterator[dict[str, Any]]:
             if fail_parts is None or n in fail_parts
             else 0,
             "refuse": spec.get("refuse_part") == n,
+            "write": bool(spec.get("write", True)),
         }
 
 
@@ -65,6 +67,8 @@ def process(ctx: ProcessingContext, job: JobInfo) -> dict[str, Any]:
         if spec.get("report", True):
             ctx.heartbeat({"steps": step + 1})
     lines = int(spec.get("lines", 3))
+    if not spec.get("write", True):
+        return {"count": lines, "attempt": job.attempts}
     body = "".join(f'{{"part":{n},"line":{i}}}\n' for i in range(lines)).encode()
     key = ctx.object_store.ndjson_key(ctx.partition, ctx.group_id, "Part", n)
     ctx.object_store.put_bytes(key, body)
