@@ -130,3 +130,62 @@ def export_command(
         raise click.ClickException(str(exc)) from exc
     total = sum(int(item.get("count") or 0) for item in manifest.get("output", []))
     click.echo(f"{len(manifest.get('output', []))} files, {total} resources, written to {out}")
+
+
+@main.command("import")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--base", required=True, help="FHIR base URL, e.g. http://127.0.0.1:8080/partitions/p1.")
+@click.option(
+    "--mode",
+    type=click.Choice(["IncrementalLoad", "InitialLoad"]),
+    default="IncrementalLoad",
+    show_default=True,
+)
+@click.option(
+    "--validation", type=click.Choice(["full", "structural", "none"]), default="full", show_default=True
+)
+@click.option("--type", "resource_type", default=None, help="Resource type every input holds (optional).")
+@click.option("--input-source", default=None, help="URI naming where the data comes from (meta.source).")
+@click.option(
+    "--range-bytes", type=int, default=None, help="Bytes per processing job (default: the server's)."
+)
+@click.option("--token", default=None, envvar="BULKHEAD_TOKEN", help="Bearer token (or BULKHEAD_TOKEN).")
+def import_command(
+    sources: tuple[str, ...],
+    base: str,
+    mode: str,
+    validation: str,
+    resource_type: str | None,
+    input_source: str | None,
+    range_bytes: int | None,
+    token: str | None,
+) -> None:
+    """Import NDJSON files (local, s3:// or http(s)://): upload local ones, kick off, follow, print results.
+
+    Exits 1 when the import failed, 2 when it completed with OperationOutcomes (refused lines, empty files).
+    """
+    from api.import_client import BulkImportClient, ImportFailed, ImportRequest
+
+    request = ImportRequest(
+        base=base,
+        sources=list(sources),
+        mode=mode,
+        validation=validation,
+        resource_type=resource_type,
+        input_source=input_source,
+        range_bytes=range_bytes,
+        token=token,
+    )
+    try:
+        result = BulkImportClient(request).run()
+    except (ImportFailed, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for item in result.get("output", []):
+        click.echo(f"{item['count']:>10} {item['type']:<24} from {item.get('inputUrl', '')}")
+    errors = [item for item in result.get("error", []) if int(item.get("count") or 0)]
+    for item in errors:
+        click.echo(
+            f"{item['count']:>10} {'OperationOutcome':<24} from {item.get('inputUrl', '')}: {item.get('url')}"
+        )
+    if errors:
+        raise SystemExit(2)
