@@ -6,15 +6,21 @@ test's own, which ``bulkhead orchestrator`` and ``bulkhead worker`` subprocesses
 
 from __future__ import annotations
 
+import gzip
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import text
+from werkzeug.serving import make_server
 
 from api import create_app
+from api.cli import main
 from core.settings import Settings
 from storage import Database
 from storage.jobs import JobQueue
@@ -170,3 +176,40 @@ def test_two_partitions_import_the_same_ids_through_the_workers_without_touching
     assert client.get(f"{base(other_partition)}/Patient/p7").get_json()["name"][0]["family"] == "Beta"
     assert client.get(path_a.replace(partition, other_partition, 1)).status_code == 404
     assert client.get(f"{base(partition)}/Patient?family=Alpha&_total=accurate").get_json()["total"] == 200
+
+
+def test_the_import_command_uploads_a_local_gzip_file_and_prints_the_counts(
+    cluster: JobCluster,
+    database: Database,
+    object_store: S3ObjectStore,
+    s3_settings: S3Settings,
+    partition: str,
+    tmp_path: Path,
+):
+    # Given a local gzip NDJSON file with one bad line, a running fleet and an API served over HTTP
+    path = tmp_path / "patients.ndjson.gz"
+    path.write_bytes(gzip.compress(lines(50, "Local") + b"{not json}\n"))
+    cluster.orchestrator()
+    cluster.worker()
+    app = create_app(replace(cluster.settings, public_base_url=None), database=database)
+    app.extensions["bulkhead.objectstore"] = object_store
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # When `bulkhead import` runs against the partition's base
+        base_url = f"http://127.0.0.1:{server.server_port}/partitions/{partition}"
+        result = CliRunner().invoke(
+            main, ["import", "--base", base_url, str(path)], env=s3_settings.environ(), catch_exceptions=False
+        )
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    # Then it printed 50 patients and one error file, and exited 2 for the refused line
+    assert result.exit_code == 2, result.output
+    assert "50 Patient" in result.output and "1 OperationOutcome" in result.output
+    assert len(patient_rows(database, partition)) == 50
+    assert any(
+        k.startswith(f"bulkhead/{partition}/uploads/")
+        for k in object_store.list_keys(f"bulkhead/{partition}/")
+    )
