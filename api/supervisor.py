@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -225,6 +226,11 @@ class Supervisor:
         if settings.s3_access_key and settings.s3_secret_key:
             env["BULKHEAD_S3_ACCESS_KEY"] = settings.s3_access_key
             env["BULKHEAD_S3_SECRET_KEY"] = settings.s3_secret_key
+        # One directory for every child's Prometheus counters, which /metrics sums (emptied at each start).
+        metrics_dir = self.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         return env
 
     def _write_runtime_file(self, settings: Settings) -> None:

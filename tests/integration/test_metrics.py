@@ -111,3 +111,27 @@ def test_jobs_by_kind_status_and_partition_and_the_oldest_queued_age_are_exposed
     assert oldest and oldest[0] >= 59
     depth = [v for labels, v in _samples(text, "bulkhead_queue_depth") if labels["kind"] == "export"]
     assert depth and depth[0] >= 1
+
+
+def test_under_several_processes_metrics_of_every_process_are_summed(tmp_path, database_url, partition):
+    # Given two worker processes that each exported resources of the partition, sharing a metrics directory
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "BULKHEAD_DATABASE_URL": database_url}
+    count = f"from core.metrics import count_resources; count_resources('export', {partition!r}, 5)"
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", count], env=env, check=True, timeout=60)
+    # When an API process using the same directory is scraped
+    scrape = (
+        "from api import create_app; from core.settings import Settings; "
+        "app = create_app(Settings.from_env()); "
+        "print(app.test_client().get('/metrics').get_data(as_text=True))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", scrape], env=env, check=True, timeout=60, capture_output=True, text=True
+    ).stdout
+    # Then the counter is the sum over the processes
+    samples = _samples(out, "bulkhead_resources_processed_total")
+    assert ({"operation": "export", "partition": partition}, 10.0) in samples
