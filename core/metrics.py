@@ -43,10 +43,32 @@ def count_job_transition(kind: str, status: str, partition: str) -> None:
     JOB_TRANSITIONS.labels(kind=kind, status=status, partition=partition).inc()
 
 
+def count_job_result(kind: str, partition: str, result: object) -> None:
+    """Count the resources a completed processing job reports (``count``, ``reindexed`` or ``counts``)."""
+    if not isinstance(result, dict):
+        return
+    n = 0
+    if isinstance(result.get("count"), int):
+        n = result["count"]
+    elif isinstance(result.get("reindexed"), int):
+        n = result["reindexed"]
+    elif isinstance(result.get("counts"), dict):
+        n = sum(v for v in result["counts"].values() if isinstance(v, int))
+    count_resources(kind, partition, n)
+
+
 def observe_request(partition: str, route: str, method: str, status: int, seconds: float) -> None:
     """Record one answered HTTP request."""
     REQUESTS.labels(partition=partition, route=route, method=method, status=str(status)).inc()
     LATENCY.labels(partition=partition, route=route, method=method).observe(seconds)
 
 
-__all__ = ["JOB_TRANSITIONS", "LATENCY", "REQUESTS", "RESOURCES", "count_job_transition", "count_resources"]
+__all__ = [
+    "JOB_TRANSITIONS",
+    "LATENCY",
+    "REQUESTS",
+    "RESOURCES",
+    "count_job_result",
+    "count_job_transition",
+    "count_resources",
+]

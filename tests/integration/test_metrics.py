@@ -135,3 +135,18 @@ def test_under_several_processes_metrics_of_every_process_are_summed(tmp_path, d
     # Then the counter is the sum over the processes
     samples = _samples(out, "bulkhead_resources_processed_total")
     assert ({"operation": "export", "partition": partition}, 10.0) in samples
+
+
+def test_completed_processing_jobs_count_the_resources_they_report(client, partition):
+    # Given processing jobs of each kind completing with their own result shapes
+    from core.metrics import count_job_result
+
+    count_job_result("export", partition, {"output": [], "count": 7})
+    count_job_result("import", partition, {"counts": {"Patient": 3, "Observation": 4}, "lines": 9})
+    count_job_result("reindex", partition, {"planned": 5, "reindexed": 5})
+    count_job_result("bulk-update", partition, {"counts": {"Patient": 2}, "matched": 2})
+    # When Prometheus scrapes
+    samples = _samples(client.get("/metrics").get_data(as_text=True), "bulkhead_resources_processed_total")
+    # Then each operation's resources are counted under the partition
+    mine = {labels["operation"]: v for labels, v in samples if labels["partition"] == partition}
+    assert mine == {"export": 7.0, "import": 7.0, "reindex": 5.0, "bulk-update": 2.0}
