@@ -28,6 +28,7 @@ from core.jobs import (
     job_outcome,
     outcome_of,
 )
+from core.metrics import count_job_result, count_job_transition
 from core.settings import Settings
 from storage import Database
 from storage.jobs import JobQueue
@@ -150,6 +151,7 @@ def run_processing_job(resources: WorkerResources, partition: str, job_id: str) 
             log.info("job %s is not queued (duplicate message, done or cancelled): nothing to do", job_id)
             return "skipped"
         outcome = _run_claimed(resources, job)
+        count_job_transition(job.kind, outcome, partition)
         if outcome in ("completed", "failed", "cancelled"):
             _after(resources, job, outcome)
         return outcome
@@ -194,6 +196,7 @@ def _run_claimed(resources: WorkerResources, job: JobInfo) -> str:
             log.warning("job %s was taken over while it ran; its result is dropped", job.id)
             return "fenced"
         log.info("job %s completed", job.id)
+        count_job_result(job.kind, job.partition, result)
         return "completed"
     except JobCancelled:
         queue.mark_cancelled(job.partition, job.id, job.version)
