@@ -1,0 +1,88 @@
+"""Child processes of the embedded servers and of ``bulkhead serve``: nothing outlives its parent."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+
+from storage.embedded import ManagedProcess, free_ports, reserve_port
+
+
+def _wait_for_line(path: Path, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip().splitlines()[0]
+        time.sleep(0.05)
+    raise AssertionError(f"nothing written to {path}")
+
+
+def test_a_child_that_ignores_sigterm_is_killed_with_its_own_children_after_the_deadline(
+    tmp_path: Path,
+) -> None:
+    # Given a child that ignores SIGTERM and has a child of its own
+    script = textwrap.dedent(
+        """
+        import signal, subprocess, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        grandchild = subprocess.Popen(["sleep", "600"])
+        print(grandchild.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    log = tmp_path / "child.log"
+    child = ManagedProcess("stubborn", [sys.executable, "-c", script], log_path=log, stop_timeout=1.0)
+    grandchild = psutil.Process(int(_wait_for_line(log)))
+    # When it is stopped
+    started = time.monotonic()
+    child.stop()
+    elapsed = time.monotonic() - started
+    # Then it and its child are gone, killed once the deadline passed
+    assert not child.running()
+    assert child.popen.returncode == -signal.SIGKILL
+    grandchild.wait(timeout=5)
+    assert not grandchild.is_running()
+    assert 1.0 <= elapsed < 10
+
+
+def test_a_child_gets_sigterm_when_its_parent_dies_without_stopping_it(tmp_path: Path) -> None:
+    # Given a parent process that started a managed child and then is killed outright
+    out = tmp_path / "pid"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from storage.embedded import ManagedProcess
+        child = ManagedProcess("sleeper", ["sleep", "600"])
+        open({str(out)!r}, "w").write(str(child.pid))
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
+    try:
+        sleeper = psutil.Process(int(_wait_for_line(out)))
+        # When the parent is killed with SIGKILL
+        parent.kill()
+        parent.wait(timeout=10)
+        # Then the kernel sends its child SIGTERM and it exits
+        sleeper.wait(timeout=10)
+        assert not sleeper.is_running()
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_free_ports_are_never_handed_out_twice_or_when_reserved() -> None:
+    # Given a reserved port and ports already handed out
+    first = free_ports(20)
+    reserve_port(first[0] + 1)
+    # When more ports are asked for
+    second = free_ports(50)
+    # Then none repeats an earlier one or the reserved one
+    assert len(set(first + second)) == 70
+    assert first[0] + 1 not in second
