@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 from api import create_app
 from core.settings import Settings
 from storage import Database
-from storage.security import role_url
 from storage.objectstore import S3ObjectStore, object_store_from_settings
+from storage.security import role_url
 from tests.support.auth import AuthKeys
 from tests.support.services import (
     S3Settings,
