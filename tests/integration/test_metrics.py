@@ -150,3 +150,52 @@ def test_completed_processing_jobs_count_the_resources_they_report(client, parti
     # Then each operation's resources are counted under the partition
     mine = {labels["operation"]: v for labels, v in samples if labels["partition"] == partition}
     assert mine == {"export": 7.0, "import": 7.0, "reindex": 5.0, "bulk-update": 2.0}
+
+
+_DRAMATIQ_WORKER = """
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from workers.metrics import prometheus_middleware
+
+broker = StubBroker(middleware=prometheus_middleware())
+broker.emit_after("process_boot")
+dramatiq.set_broker(broker)
+
+
+@dramatiq.actor(queue_name="metrics-test")
+def hello() -> None:
+    pass
+
+
+for _ in range(3):
+    hello.send()
+worker = dramatiq.Worker(broker, worker_timeout=50)
+worker.start()
+broker.join("metrics-test")
+worker.join()
+worker.stop()
+"""
+
+
+def test_dramatiqs_own_metrics_from_worker_processes_are_served_by_the_api(tmp_path, database_url):
+    # Given a Dramatiq worker process with Bulkhead's middleware that handled three messages
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "BULKHEAD_DATABASE_URL": database_url}
+    env.pop("dramatiq_prom_port", None)
+    subprocess.run([sys.executable, "-c", _DRAMATIQ_WORKER], env=env, check=True, timeout=120)
+    # When an API process sharing the metrics directory is scraped
+    scrape = (
+        "from api import create_app; from core.settings import Settings; "
+        "app = create_app(Settings.from_env()); "
+        "print(app.test_client().get('/metrics').get_data(as_text=True))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", scrape], env=env, check=True, timeout=60, capture_output=True, text=True
+    ).stdout
+    # Then Dramatiq's message counters are there
+    samples = _samples(out, "dramatiq_messages_total")
+    assert ({"queue_name": "metrics-test", "actor_name": "hello"}, 3.0) in samples
