@@ -66,6 +66,7 @@ def job_middleware(settings: Settings) -> list[Middleware]:
     Dramatiq's own retries only cover failures *around* a job (the database unreachable before the claim,
     say); a job's own failures are retried by the job machinery, counted in the job table's attempts.
     """
+    from workers.metrics import prometheus_middleware
     from workers.middleware import JobLogContext
 
     backoff_ms = max(1, int(settings.job_retry_backoff_seconds * 1000))
@@ -78,6 +79,7 @@ def job_middleware(settings: Settings) -> list[Middleware]:
             max_backoff=max(backoff_ms, int(settings.job_retry_backoff_max_seconds * 1000)),
         ),
         JobLogContext(),
+        *prometheus_middleware(),
     ]
 
 
