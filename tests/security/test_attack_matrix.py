@@ -303,6 +303,12 @@ def test_writes_in_b_cannot_reach_a_by_conditional_match_or_reference(secure_cli
     created = conditional.get_json()
     assert created["id"] != "same" and "name" not in created
     _check_no_secret(absolute)
+    # And conditional update and delete on A's identifier, run in B, touch nothing of A (see the fixture)
+    criteria = "identifier=urn:test|id-SECRET-OF-A"
+    update = secure_client.put(f"{b}/Patient?{criteria}", json={"resourceType": "Patient"}, headers=headers)
+    delete = secure_client.delete(f"{b}/Patient?{criteria}", headers=bearer(arena.token))
+    for response in (update, delete):
+        _check_no_secret(response, echo=criteria)
 
 
 def test_transactions_in_b_cannot_read_or_write_as_resources(secure_client, arena):
