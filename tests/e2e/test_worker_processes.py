@@ -25,10 +25,16 @@ from storage import Database
 from storage.embedded import EmbeddedRedis, free_port
 from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore
-from storage.security import role_url
 from tests.support import jobops
-from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for, wait_for_status
-from tests.support.services import S3Settings, fresh_database
+from tests.support.jobprocs import (
+    JobCluster,
+    job_environ,
+    migrated_database,
+    unique_namespace,
+    wait_for,
+    wait_for_status,
+)
+from tests.support.services import S3Settings
 from workers.broker import broker_description, close_outboxes, outbox_for
 
 KIND = jobops.KIND
@@ -38,11 +44,8 @@ ENDED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
 @pytest.fixture(scope="module")
 def cluster_database_url(owner_database_url: str) -> Iterator[str]:
     """Yield the application URL of a migrated database of this module's own."""
-    with fresh_database(owner_database_url) as url:
-        db = Database(url)
-        db.migrate()
-        db.dispose()
-        yield role_url(url, "bulkhead_app")
+    with migrated_database(owner_database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

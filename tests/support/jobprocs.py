@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from core.jobs import JobInfo, JobStatus
 from core.settings import Settings
 from storage import Database
 from storage.jobs import JobQueue
+from storage.security import role_url
+from tests.support.services import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 BULKHEAD = Path(sys.executable).with_name("bulkhead")
@@ -176,6 +179,16 @@ class JobCluster:
     def with_env(self, **overrides: str) -> JobCluster:
         """Return a cluster with the same logs directory and ``overrides`` in its environment."""
         return replace(self, env={**self.env, **overrides}, processes=[])
+
+
+@contextmanager
+def migrated_database(server_url: str) -> Iterator[str]:
+    """Yield the application-role URL of a fresh, migrated database on the server of ``server_url``."""
+    with fresh_database(server_url) as url:
+        db = Database(url)
+        db.migrate()
+        db.dispose()
+        yield role_url(url, "bulkhead_app")
 
 
 def wait_for(
