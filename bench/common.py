@@ -233,7 +233,7 @@ def server_version(url: str) -> str:
 
 
 def machine(database_url: str | None = None) -> str:
-    """Describe the machine in one line: CPUs, memory, OS, Python, PostgreSQL, date."""
+    """Describe the machine in one line: CPUs, memory, OS, Python, PostgreSQL, load, date."""
     cpu = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -251,6 +251,7 @@ def machine(database_url: str | None = None) -> str:
     ]
     if database_url:
         parts.append(f"PostgreSQL {server_version(database_url)}")
+    parts.append(f"load average {os.getloadavg()[0]:.1f} at the start")
     parts.append(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     return ", ".join(parts)
 
