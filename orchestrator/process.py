@@ -8,6 +8,7 @@ are serialised by a database lock, and only one sweeper sweeps at a time.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterable
@@ -36,6 +37,8 @@ def run_orchestrator(
 
     ``settings`` must be the environment's: the broker is built from it (``workers.actors``).
     """
+    if threads:
+        os.environ["BULKHEAD_ORCHESTRATOR_THREADS"] = str(threads)  # sizes the connection pool
     import orchestrator.actors  # noqa: F401 - declares the orchestrate actor
     from workers.actors import broker
 

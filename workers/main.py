@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from core.settings import Settings
@@ -50,5 +51,7 @@ def run_worker(
     from dramatiq.cli import main, make_argument_parser
 
     argv = dramatiq_argv(settings, processes=processes, threads=threads, queues=queues, modules=modules)
+    # Worker processes read their settings from the environment: let them know their thread count.
+    os.environ["BULKHEAD_WORKER_THREADS"] = argv[argv.index("--threads") + 1]
     code = main(make_argument_parser().parse_args(argv))  # type: ignore[no-untyped-call]
     return int(code or 0)

@@ -85,7 +85,10 @@ def worker_resources() -> WorkerResources:
             settings = Settings.from_env()
             if not settings.database_url:
                 raise RuntimeError("BULKHEAD_DATABASE_URL is not set")
-            _RESOURCES = WorkerResources(settings=settings, database=Database(settings.database_url))
+            # Each worker thread holds one connection for its job and briefly one for its heartbeat timer.
+            threads = max(settings.worker_threads, settings.orchestrator_threads)
+            database = Database(settings.database_url, pool_size=max(5, 2 * threads + 2))
+            _RESOURCES = WorkerResources(settings=settings, database=database)
         return _RESOURCES
 
 
