@@ -29,6 +29,10 @@ MAX_DEPTH = 64
 _INT32 = 2**31 - 1
 
 
+PRIMITIVE, COMPLEX, RESOURCE = 0, 1, 2
+_NUMERIC = frozenset({"boolean", "integer", "unsignedInt", "positiveInt", "decimal"})
+
+
 class Element(NamedTuple):
     """One JSON member of a type: its element name, type, whether it repeats, and how it is checked."""
 
@@ -37,6 +41,22 @@ class Element(NamedTuple):
     many: bool
     extensible: bool
     codes: frozenset[str] | None
+    kind: int
+    text: bool
+
+
+def _element(spec: list[Any], codes: frozenset[str] | None) -> Element:
+    ftype = spec[1]
+    primitive = ftype[0].islower()
+    return Element(
+        name=spec[0],
+        type=ftype,
+        many=bool(spec[2]),
+        extensible=len(spec) < 4 and primitive and ftype != "xhtml",
+        codes=codes,
+        kind=PRIMITIVE if primitive else RESOURCE if ftype == "Resource" else COMPLEX,
+        text=primitive and ftype not in _NUMERIC,
+    )
 
 
 class TypeDef(NamedTuple):
@@ -67,13 +87,7 @@ def definitions() -> Definitions:
     for name, table in data["types"].items():
         bound = table.get("b", {})
         members = {
-            key: Element(
-                name=spec[0],
-                type=spec[1],
-                many=bool(spec[2]),
-                extensible=len(spec) < 4 and spec[1][0].islower() and spec[1] != "xhtml",
-                codes=codes[bound[spec[0]]] if spec[0] in bound and spec[1] == "code" else None,
-            )
+            key: _element(spec, codes[bound[spec[0]]] if spec[0] in bound and spec[1] == "code" else None)
             for key, spec in table["e"].items()
         }
         types[name] = TypeDef(members, tuple(table["r"]), frozenset(table["c"]))
@@ -131,49 +145,48 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _primitive(walk: Walk, value: Any, ftype: str, where: str, element: Element) -> None:
+def _at(where: str, key: str, index: int | None) -> str:
+    return f"{where}.{key}" if index is None else f"{where}.{key}[{index}]"
+
+
+def _primitive(walk: Walk, value: Any, element: Element, where: str, key: str, index: int | None) -> None:
+    """Check one primitive value; its location is only spelled out when there is a problem."""
+    ftype = element.type
+    if element.text:
+        if type(value) is not str:
+            walk.add(_at(where, key, index), f"expected a JSON string ({ftype}), got {_describe(value)}")
+            return
+        if not value:
+            walk.add(_at(where, key, index), "empty strings are not allowed; leave the element out")
+        elif "\x00" in value:
+            walk.add(_at(where, key, index), "the character U+0000 (NUL) is not allowed", code="value")
+        elif len(value) > MAX_STRING and ftype in {"string", "markdown"}:
+            walk.add(_at(where, key, index), f"the {ftype} is longer than 1 MiB")
+        elif (pattern := _PATTERNS.get(ftype)) is not None and not pattern.fullmatch(value):
+            walk.add(_at(where, key, index), f"{_describe(value)} is not a valid {ftype}", code="value")
+        elif ftype == "xhtml" and not value.lstrip().startswith("<div"):
+            walk.add(_at(where, key, index), "the narrative must be an XHTML <div> element", code="value")
+        elif element.codes is not None and value not in element.codes:
+            text = f"unknown code {_describe(value)} (required binding)"
+            walk.add(_at(where, key, index), text, code="code-invalid")
+        return
     if ftype == "boolean":
         if type(value) is not bool:
-            walk.add(where, f"expected a JSON boolean, got {_describe(value)}")
-        return
-    if ftype in _INTEGERS:
-        if type(value) is not int:
-            walk.add(where, f"expected a JSON integer ({ftype}), got {_describe(value)}")
-        elif not _INTEGERS[ftype] <= value <= _INT32:
-            walk.add(where, f"{value} is out of range for {ftype}")
-        return
-    if ftype == "decimal":
+            walk.add(_at(where, key, index), f"expected a JSON boolean, got {_describe(value)}")
+    elif ftype == "decimal":
         if type(value) not in (int, float):
-            walk.add(where, f"expected a JSON number (decimal), got {_describe(value)}")
-        return
-    if not isinstance(value, str):
-        walk.add(where, f"expected a JSON string ({ftype}), got {_describe(value)}")
-        return
-    if not value:
-        walk.add(where, "empty strings are not allowed; leave the element out")
-        return
-    if "\x00" in value:
-        walk.add(where, "the character U+0000 (NUL) is not allowed", code="value")
-        return
-    if len(value) > MAX_STRING and ftype in {"string", "markdown"}:
-        walk.add(where, f"the {ftype} is longer than 1 MiB")
-        return
-    pattern = _PATTERNS.get(ftype)
-    if pattern is not None and not pattern.fullmatch(value):
-        walk.add(where, f"{_describe(value)} is not a valid {ftype}", code="value")
-        return
-    if ftype == "xhtml" and not value.lstrip().startswith("<div"):
-        walk.add(where, "the narrative must be an XHTML <div> element", code="value")
-        return
-    if element.codes is not None and value not in element.codes:
-        walk.add(where, f"unknown code {_describe(value)} (required binding)", code="code-invalid")
+            walk.add(_at(where, key, index), f"expected a JSON number (decimal), got {_describe(value)}")
+    elif type(value) is not int:
+        walk.add(_at(where, key, index), f"expected a JSON integer ({ftype}), got {_describe(value)}")
+    elif not _INTEGERS[ftype] <= value <= _INT32:
+        walk.add(_at(where, key, index), f"{value} is out of range for {ftype}")
 
 
 def _value(walk: Walk, value: Any, element: Element, where: str, in_contained: bool, depth: int) -> None:
-    ftype = element.type
+    """Check one value of a complex or resource element at ``where``."""
     if value is None:
         walk.add(where, "null is not allowed; leave the element out")
-    elif ftype == "Resource":
+    elif element.kind == RESOURCE:
         if not isinstance(value, dict):
             walk.add(where, "expected a resource (a JSON object)")
             return
@@ -182,12 +195,10 @@ def _value(walk: Walk, value: Any, element: Element, where: str, in_contained: b
             return
         contained = element.name == "contained" or in_contained
         resource_issues(value, where, walk, in_contained=contained, depth=depth + 1)
-    elif ftype[0].islower():
-        _primitive(walk, value, ftype, where, element)
-    elif not isinstance(value, dict):
-        walk.add(where, f"expected a JSON object ({ftype}), got {_describe(value)}")
+    elif type(value) is not dict:
+        walk.add(where, f"expected a JSON object ({element.type}), got {_describe(value)}")
     else:
-        _complex(walk, value, ftype, where, in_contained, depth + 1)
+        _complex(walk, value, element.type, where, in_contained, depth + 1)
 
 
 def _extensions(walk: Walk, value: Any, where: str, in_contained: bool, depth: int) -> bool:
@@ -224,6 +235,27 @@ def _primitive_extension(
         walk.add(where, "an array of nulls is not allowed; leave the element out")
 
 
+def _other_member(
+    walk: Walk,
+    obj: dict[str, Any],
+    key: str,
+    typedef: TypeDef,
+    tname: str,
+    where: str,
+    in_contained: bool,
+    depth: int,
+    present: dict[str, str],
+) -> None:
+    """Check a member that is not an element: a primitive's extension (``_given``) or ``resourceType``."""
+    here = f"{where}.{key}"
+    base = typedef.members.get(key[1:]) if key.startswith("_") else None
+    if base is not None and base.extensible:
+        _primitive_extension(walk, obj, key, base, here, in_contained, depth)
+        present.setdefault(base.name, key[1:])
+    elif key != "resourceType" or tname not in definitions().resources:
+        walk.add(here, f"unknown element for {tname}")
+
+
 def _complex(walk: Walk, obj: dict[str, Any], tname: str, where: str, in_contained: bool, depth: int) -> None:
     if depth > MAX_DEPTH:
         walk.add(where, f"elements are nested more than {MAX_DEPTH} levels deep", code="too-costly")
@@ -236,44 +268,50 @@ def _complex(walk: Walk, obj: dict[str, Any], tname: str, where: str, in_contain
         walk.add(where, "empty objects are not allowed; leave the element out")
         return
     members = typedef.members
+    choices = typedef.choices
     present: dict[str, str] = {}
     for key, value in obj.items():
         element = members.get(key)
-        here = f"{where}.{key}"
         if element is None:
-            base = members.get(key[1:]) if key.startswith("_") else None
-            if base is not None and base.extensible:
-                _primitive_extension(walk, obj, key, base, here, in_contained, depth)
-                present.setdefault(base.name, key[1:])
-            elif key == "resourceType" and tname in definitions().resources:
-                continue
-            else:
-                walk.add(here, f"unknown element for {tname}")
+            _other_member(walk, obj, key, typedef, tname, where, in_contained, depth, present)
             continue
-        if element.name in typedef.choices:
-            other = present.get(element.name)
+        name = element.name
+        if choices and name in choices:
+            other = present.get(name)
             if other is not None and other != key:
-                walk.add(here, f"only one of the choices of {element.name} may be present (also {other})")
-        present[element.name] = key
+                text = f"only one of the choices of {name} may be present (also {other})"
+                walk.add(f"{where}.{key}", text)
+        present[name] = key
+        primitive = element.kind == PRIMITIVE
         if element.many:
-            if not isinstance(value, list):
-                walk.add(here, f"expected an array (the element repeats), got {_describe(value)}")
-                continue
-            if not value:
-                walk.add(here, "empty arrays are not allowed; leave the element out")
-                continue
-            ext = obj.get("_" + key) if element.extensible else None
-            for i, item in enumerate(value):
-                if item is None and isinstance(ext, list) and i < len(ext) and ext[i] is not None:
-                    continue
-                _value(walk, item, element, f"{here}[{i}]", in_contained, depth)
-            if element.type == "Resource":
-                walk.nested.extend((f"{here}[{i}]", r) for i, r in enumerate(value) if isinstance(r, dict))
-        elif isinstance(value, list):
-            walk.add(here, "expected a single value, not an array")
+            if type(value) is not list:
+                walk.add(f"{where}.{key}", f"expected an array (the element repeats), got {_describe(value)}")
+            elif not value:
+                walk.add(f"{where}.{key}", "empty arrays are not allowed; leave the element out")
+            elif primitive:
+                ext = obj.get("_" + key) if element.extensible else None
+                for i, item in enumerate(value):
+                    if item is not None:
+                        _primitive(walk, item, element, where, key, i)
+                    elif not (isinstance(ext, list) and i < len(ext) and ext[i] is not None):
+                        walk.add(f"{where}.{key}[{i}]", "null is not allowed; leave the element out")
+            else:
+                here = f"{where}.{key}"
+                for i, item in enumerate(value):
+                    _value(walk, item, element, f"{here}[{i}]", in_contained, depth)
+                if element.kind == RESOURCE:
+                    walk.nested.extend((f"{here}[{i}]", r) for i, r in enumerate(value) if type(r) is dict)
+        elif type(value) is list:
+            walk.add(f"{where}.{key}", "expected a single value, not an array")
+        elif primitive:
+            if value is None:
+                walk.add(f"{where}.{key}", "null is not allowed; leave the element out")
+            else:
+                _primitive(walk, value, element, where, key, None)
         else:
+            here = f"{where}.{key}"
             _value(walk, value, element, here, in_contained, depth)
-            if element.type == "Resource" and isinstance(value, dict):
+            if element.kind == RESOURCE and type(value) is dict:
                 walk.nested.append((here, value))
     for name in typedef.required:
         if name not in present:
