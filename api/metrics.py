@@ -1,8 +1,8 @@
 """``GET /metrics`` for Prometheus, and the request hooks that count and time every request.
 
 Routes are labelled by their URL rule below the partition base (``/<rtype>/<rid>``), never by the raw path,
-so label cardinality stays bounded by partitions times routes. Job gauges are read from the job table at scrape
-time. With ``PROMETHEUS_MULTIPROC_DIR`` set, counts of every process sharing the directory are summed.
+so label cardinality stays bounded by partitions times routes. Job gauges are read from the job table at
+scrape time. With ``PROMETHEUS_MULTIPROC_DIR`` set, counts of every process sharing the directory are summed.
 """
 
 from __future__ import annotations

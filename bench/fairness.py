@@ -84,24 +84,22 @@ def measure(app_url: str, redis_url: str, args: argparse.Namespace, logs: Path) 
                 {"parts": args.big_parts, "steps": 2, "step_seconds": args.step_seconds / 2, "write": False},
                 settings=settings,
             )
-            wait_for(
-                lambda huge=huge, n=n: (
-                    sum(1 for p in queue.parts(f"a-{n}", huge.id) if p.status == JobStatus.RUNNING)
-                    >= min(args.threads, settings.job_window_per_job)
-                ),
-                timeout=120,
-                what="the huge job to fill its window",
-            )
+            group = (f"a-{n}", huge.id)
+
+            def window_full(group: tuple[str, str] = group) -> bool:
+                running = sum(1 for p in queue.parts(*group) if p.status == JobStatus.RUNNING)
+                return running >= min(int(args.threads), settings.job_window_per_job)
+
+            def stopped(group: tuple[str, str] = group) -> bool:
+                return all(p.status in ENDED for p in queue.parts(*group))
+
+            wait_for(window_full, timeout=120, what="the huge job to fill its window")
             busy.append(_small(cluster, db, f"b-busy-{n}", args.small_parts, args.step_seconds))
             huge_done.append(
                 sum(1 for p in queue.parts(f"a-{n}", huge.id) if p.status == JobStatus.COMPLETED)
             )
             service.cancel(db, f"a-{n}", huge.id, settings=settings)
-            wait_for(
-                lambda huge=huge, n=n: all(p.status in ENDED for p in queue.parts(f"a-{n}", huge.id)),
-                timeout=120,
-                what="the huge job's parts to stop",
-            )
+            wait_for(stopped, timeout=120, what="the huge job's parts to stop")
     finally:
         cluster.stop()
         db.dispose()

@@ -101,7 +101,8 @@ def _direct_costs(owner_url: str, app_url: str, keys: AuthKeys, n: int) -> list[
                 app.execute("SELECT set_config('bulkhead.partition', %s, true)", (PARTITION,))
                 assert app.execute(read_sql, (PARTITION,)).fetchone() is not None
 
-        owner_read(), app_read()
+        owner_read()
+        app_read()
         base, rls = lat(owner_read), lat(app_read)
         rows.append(f"| point read as the owner (baseline) | {_ms3(base.p50)} | {_ms3(base.p99)} |")
         rows.append(f"| point read as the application role (RLS) | {_ms3(rls.p50)} | {_ms3(rls.p99)} |")
