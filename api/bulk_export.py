@@ -63,6 +63,7 @@ def _kick_off(partition: str, level: str, group_id: str | None = None) -> Respon
         partition,
         KIND,
         definition,
+        settings=_settings(),
         request_url=request_url,
         transaction_time=now,
         max_concurrent=_max_jobs(partition),
@@ -157,7 +158,7 @@ def status(partition: str, job_id: str) -> Response:
 @bp.delete(_STATUS)
 def cancel(partition: str, job_id: str) -> Response:
     """Cancel a running export, or release a finished one (its files are deleted); later polls are 404."""
-    jobs_api.cancel(_db(), partition, job_id, kind=KIND)
+    jobs_api.cancel(_db(), partition, job_id, kind=KIND, settings=_settings())
     _store().delete_prefix(_store().job_prefix(partition, job_id))
     body = operation_outcome(
         [
@@ -208,8 +209,9 @@ def list_operations(partition: str) -> Response:
             {"name": "kind", "valueCode": job.kind},
             {"name": "status", "valueCode": job.status},
             {"name": "location", "valueUrl": f"{base}/_operations/{job.kind}/{job.id}"},
-            {"name": "created", "valueInstant": format_instant(job.created_at)},
         ]
+        if job.created_at is not None:
+            parts.append({"name": "created", "valueInstant": format_instant(job.created_at)})
         if job.request_url:
             parts.append({"name": "request", "valueUrl": job.request_url})
         params.append({"name": "job", "part": parts})

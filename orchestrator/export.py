@@ -23,6 +23,7 @@ from core.exportspec import GROUP, PATIENT, SYSTEM, ExportSpec, patient_compartm
 from core.fhirdates import parse_instant
 from core.fhirtypes import resource_types
 from core.settings import Settings
+from orchestrator.registry import register_planner
 from storage import Database
 from storage.export_reader import ExportWindow, existing_ids, partition_id, plan_ranges, wait_for_writers
 
@@ -209,3 +210,6 @@ def finish_export(ctx: PlanContext, job: Any, parts: list[Any]) -> dict[str, Any
         "since": spec.since,
         "resources": sum(int(f["count"]) for f in output),
     }
+
+
+register_planner(KIND, plan_export, finish_export)

@@ -1,21 +1,23 @@
 """Export jobs as the API sees them: submit, status, cancel and list, on top of the generic job service.
 
 The generic machinery (``orchestrator/service.py``: job table, orchestrator, workers) is shared by every bulk
-operation; this module only adapts its answers to what the ``$export`` endpoints need, and always passes the
-partition, so that a job of another partition is never found.
+operation; this module only adapts its answers to what the ``$export`` endpoints need. Every call passes the
+partition (a job of another partition is NotFound) and the application's settings (so that messages go to
+the broker and queue namespace the API is configured with).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from core.errors import NotFound, ServiceUnavailable
+from core.jobs import ACTIVE_STATUSES
+from core.settings import Settings
+from orchestrator import service
 from storage import Database
 
-ACTIVE = ("queued", "planning", "running")
+ACTIVE = tuple(str(s) for s in ACTIVE_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -41,20 +43,7 @@ class JobSummary:
     kind: str
     status: str
     request_url: str | None
-    created_at: datetime
-
-
-def _service() -> Any:
-    try:
-        return importlib.import_module("orchestrator.service")
-    except ImportError as exc:
-        raise ServiceUnavailable("Bulk jobs are not available on this server") from exc
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+    created_at: datetime | None
 
 
 def submit(
@@ -63,53 +52,56 @@ def submit(
     kind: str,
     definition: dict[str, Any],
     *,
+    settings: Settings,
     request_url: str,
     transaction_time: datetime,
     max_concurrent: int,
 ) -> str:
     """Store a new export job of ``partition`` and start it; return its id (TooManyRequests at the limit)."""
-    job = _service().submit(
-        db, partition, kind, definition, request_url=request_url, transaction_time=transaction_time
+    job = service.submit(
+        db,
+        partition,
+        kind,
+        definition,
+        settings=settings,
+        request_url=request_url,
+        transaction_time=transaction_time,
+        max_concurrent=max_concurrent,
     )
-    return str(_get(job, "id"))
+    return job.id
 
 
 def status(db: Database, partition: str, job_id: str, *, kind: str) -> ExportStatus:
     """Return the state of an export of ``partition``; NotFound for any other job id."""
-    view = _service().status(db, partition, job_id)
-    if view is None or _get(view, "kind", kind) != kind:
-        raise NotFound(f"No {kind} job {job_id} in this partition")
-    state = str(_get(view, "state", None) or _get(view, "status"))
-    error = _get(view, "error")
+    view = service.status(db, partition, job_id, kind=kind)
     return ExportStatus(
         job_id=job_id,
-        state=state,
-        progress_text=str(_get(view, "progress_text", "") or state),
-        result=_get(view, "result"),
-        error=error,
-        http_status=int(_get(view, "http_status", 500) or 500),
-        request_url=_get(view, "request_url"),
-        expires_at=_get(view, "expires_at"),
-        ended_at=_get(view, "ended_at"),
+        state=str(view.state),
+        progress_text=view.progress_text,
+        result=view.result,
+        error=view.error,
+        http_status=view.http_status,
+        request_url=view.request_url,
+        expires_at=view.expires_at,
+        ended_at=view.ended_at,
     )
 
 
-def cancel(db: Database, partition: str, job_id: str, *, kind: str) -> None:
+def cancel(db: Database, partition: str, job_id: str, *, kind: str, settings: Settings) -> None:
     """Cancel a running export of ``partition`` or release a finished one (its files may go)."""
-    status(db, partition, job_id, kind=kind)
-    _service().cancel(db, partition, job_id)
+    service.cancel(db, partition, job_id, kind=kind, settings=settings)
 
 
 def list_jobs(db: Database, partition: str, *, kind: str | None, status: str | None) -> list[JobSummary]:
     """List the jobs of ``partition``."""
-    jobs = _service().list_jobs(db, partition, kind=kind, status=status)
+    jobs = service.list_jobs(db, partition, kind=kind, status=status)
     return [
         JobSummary(
-            id=str(_get(j, "id")),
-            kind=str(_get(j, "kind")),
-            status=str(_get(j, "status")),
-            request_url=_get(j, "request_url"),
-            created_at=_get(j, "created_at"),
+            id=j.id,
+            kind=j.kind,
+            status=str(j.status),
+            request_url=j.request_url,
+            created_at=j.created_at,
         )
         for j in jobs
     ]

@@ -28,6 +28,7 @@ from storage import Database
 from storage.export_reader import ExportWindow, deleted_resources, partition_id, stream_raw
 from storage.export_restrict import restrictions
 from storage.objectstore import ObjectStore, RollingNdjsonWriter, WrittenFile
+from workers.registry import register_processor
 
 log = logging.getLogger(__name__)
 KIND = "export"
@@ -203,3 +204,6 @@ def process_export(ctx: ExportContext, job: Any) -> dict[str, Any]:
 def snapshot_of(definition: dict[str, Any]) -> datetime:
     """Return the snapshot instant of an export definition."""
     return parse_instant(definition["transaction_time"])
+
+
+register_processor(KIND, process_export)

@@ -1,8 +1,9 @@
 """The $export HTTP contract (Bulk Data STU2) in one partition and across partitions.
 
-Real PostgreSQL and S3; the job service is the in-process one from ``tests/support/fake_jobs.py`` (the
-export planner and processor run synchronously), so these tests check the endpoints themselves: status
-codes, headers, absolute URLs, manifests, downloads and 404s from other partitions.
+Real PostgreSQL and S3 and the real job machinery (``orchestrator.service``, the export planner and
+processor), its messages delivered in the test process by ``tests/support/bulkapi.py``; these tests check
+the endpoints themselves: status codes, headers, absolute URLs, manifests, downloads and 404s from other
+partitions. ``tests/e2e/test_export_e2e.py`` runs the same contract against worker processes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from core.settings import Settings
-from orchestrator import export_service
 from storage import Database
 from storage.objectstore import S3ObjectStore
-from tests.support.fake_jobs import FakeJobService
+from tests.support.bulkapi import BulkApi, bulk_api
 from tests.support.fhir import base, outcome_codes, post, put
 from tests.support.services import S3Settings
 
@@ -29,26 +29,31 @@ BASE = "http://bulkhead.test"
 
 
 @pytest.fixture
-def jobs(
-    settings: Settings, s3_settings: S3Settings, object_store: S3ObjectStore, monkeypatch: pytest.MonkeyPatch
-) -> FakeJobService:
-    service = FakeJobService(s3_settings.apply(settings), object_store, max_concurrent=2)
-    monkeypatch.setattr(export_service, "_service", lambda: service)
-    return service
+def bulk(
+    settings: Settings,
+    s3_settings: S3Settings,
+    database: Database,
+    object_store: S3ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> BulkApi:
+    """Return the API with the job machinery run in-process (at most 2 exports at once per partition)."""
+    return bulk_api(
+        s3_settings.apply(settings),
+        database,
+        object_store,
+        monkeypatch,
+        export_max_concurrent_per_partition=2,
+    )
 
 
 @pytest.fixture
-def export_app(
-    settings: Settings, s3_settings: S3Settings, database: Database, object_store: S3ObjectStore
-) -> Flask:
-    app = create_app(s3_settings.apply(settings), database=database)
-    app.extensions["bulkhead.objectstore"] = object_store
-    return app
+def export_app(bulk: BulkApi) -> Flask:
+    return bulk.client.application
 
 
 @pytest.fixture
-def api(export_app: Flask, jobs: FakeJobService) -> Iterator[FlaskClient]:
-    yield export_app.test_client()
+def api(bulk: BulkApi) -> Iterator[FlaskClient]:
+    yield bulk.client
 
 
 def seed(client: FlaskClient, partition: str, gender: str) -> None:
@@ -80,15 +85,15 @@ def test_kick_off_returns_202_and_an_absolute_status_url_under_the_partition_bas
     assert location.startswith(f"{BASE}/partitions/{partition}/_operations/export/")
 
 
-def test_the_root_base_exports_the_default_partition_with_root_urls(api: FlaskClient) -> None:
+def test_the_root_base_exports_the_default_partition_with_root_urls(bulk: BulkApi, api: FlaskClient) -> None:
     location = kick_off(api, None, "?_type=Patient")
     assert location.startswith(f"{BASE}/_operations/export/")
-    manifest = api.get(path_of(location)).get_json()
+    manifest = bulk.finish(location).get_json()
     assert manifest["request"] == f"{BASE}/$export?_type=Patient"
 
 
 def test_a_forwarded_host_and_proto_make_the_status_url(
-    export_app: Flask, jobs: FakeJobService, settings: Settings, partition: str
+    export_app: Flask, settings: Settings, partition: str
 ) -> None:
     # Given no configured public base URL
     app = create_app(
@@ -106,10 +111,10 @@ def test_a_forwarded_host_and_proto_make_the_status_url(
 
 
 def test_a_completed_export_has_a_stu2_manifest_with_exact_counts_and_an_expires_header(
-    api: FlaskClient, partition: str
+    bulk: BulkApi, api: FlaskClient, partition: str
 ) -> None:
     seed(api, partition, "female")
-    resp = api.get(path_of(kick_off(api, partition)), headers={"Accept": "application/json"})
+    resp = bulk.finish(kick_off(api, partition))
     assert resp.status_code == 200 and resp.mimetype == "application/json"
     assert "Expires" in resp.headers
     manifest = resp.get_json()
@@ -122,10 +127,10 @@ def test_a_completed_export_has_a_stu2_manifest_with_exact_counts_and_an_expires
 
 
 def test_files_download_as_fhir_ndjson_without_an_accept_header_and_gzip_when_asked(
-    api: FlaskClient, partition: str
+    bulk: BulkApi, api: FlaskClient, partition: str
 ) -> None:
     seed(api, partition, "female")
-    manifest = api.get(path_of(kick_off(api, partition, "?_type=Patient"))).get_json()
+    manifest = bulk.finish(kick_off(api, partition, "?_type=Patient")).get_json()
     url = path_of(manifest["output"][0]["url"])
     plain = api.get(url)
     assert plain.status_code == 200 and plain.mimetype == "application/fhir+ndjson"
@@ -136,17 +141,17 @@ def test_files_download_as_fhir_ndjson_without_an_accept_header_and_gzip_when_as
     assert gzip.decompress(packed.data) == plain.data
 
 
-def test_an_empty_partition_completes_with_no_output(api: FlaskClient, partition: str) -> None:
-    manifest = api.get(path_of(kick_off(api, partition))).get_json()
+def test_an_empty_partition_completes_with_no_output(bulk: BulkApi, api: FlaskClient, partition: str) -> None:
+    manifest = bulk.finish(kick_off(api, partition)).get_json()
     assert manifest["output"] == [] and manifest["error"] == []
 
 
-def test_since_adds_deleted_bundles_to_the_manifest(api: FlaskClient, partition: str) -> None:
+def test_since_adds_deleted_bundles_to_the_manifest(bulk: BulkApi, api: FlaskClient, partition: str) -> None:
     seed(api, partition, "female")
-    first = api.get(path_of(kick_off(api, partition))).get_json()
+    first = bulk.finish(kick_off(api, partition)).get_json()
     api.delete(f"{base(partition)}/Patient/2")
     since = first["transactionTime"]
-    manifest = api.get(path_of(kick_off(api, partition, f"?_since={since}"))).get_json()
+    manifest = bulk.finish(kick_off(api, partition, f"?_since={since}")).get_json()
     assert manifest["output"] == []
     assert [item["type"] for item in manifest["deleted"]] == ["Bundle"]
     line = orjson.loads(api.get(path_of(manifest["deleted"][0]["url"])).data)
@@ -170,17 +175,17 @@ def test_a_bad_kick_off_is_a_400_operation_outcome(api: FlaskClient, partition: 
 
 
 def test_lenient_handling_ignores_unknown_parameters_and_reports_them_in_error(
-    api: FlaskClient, partition: str
+    bulk: BulkApi, api: FlaskClient, partition: str
 ) -> None:
     location = kick_off(api, partition, "?_foo=bar", Prefer="respond-async, handling=lenient")
-    manifest = api.get(path_of(location)).get_json()
+    manifest = bulk.finish(location).get_json()
     assert [item["type"] for item in manifest["error"]] == ["OperationOutcome"]
     outcome = orjson.loads(api.get(path_of(manifest["error"][0]["url"])).data)
     assert outcome["issue"][0]["severity"] == "information"
 
 
 def test_post_kick_off_takes_a_parameters_body_and_patient_references(
-    api: FlaskClient, partition: str
+    bulk: BulkApi, api: FlaskClient, partition: str
 ) -> None:
     seed(api, partition, "female")
     body = {
@@ -192,7 +197,7 @@ def test_post_kick_off_takes_a_parameters_body_and_patient_references(
     }
     resp = post(api, f"{base(partition)}/Patient/$export", body, Prefer="respond-async")
     assert resp.status_code == 202
-    manifest = api.get(path_of(resp.headers["Content-Location"])).get_json()
+    manifest = bulk.finish(resp.headers["Content-Location"]).get_json()
     assert manifest["request"] == f"{BASE}/partitions/{partition}/Patient/$export"
     lines = api.get(path_of(manifest["output"][0]["url"])).data.splitlines()
     assert [orjson.loads(x)["id"] for x in lines] == ["1"]
@@ -211,7 +216,7 @@ def test_an_unknown_patient_or_one_of_another_partition_is_a_400(
 
 
 def test_group_export_returns_only_the_members_compartments_and_an_unknown_group_is_404(
-    api: FlaskClient, partition: str
+    bulk: BulkApi, api: FlaskClient, partition: str
 ) -> None:
     seed(api, partition, "female")
     put(
@@ -226,7 +231,7 @@ def test_group_export_returns_only_the_members_compartments_and_an_unknown_group
         },
     )
     resp = api.get(f"{base(partition)}/Group/g/$export?_type=Patient", headers={"Prefer": "respond-async"})
-    manifest = api.get(path_of(resp.headers["Content-Location"])).get_json()
+    manifest = bulk.finish(resp.headers["Content-Location"]).get_json()
     lines = api.get(path_of(manifest["output"][0]["url"])).data.splitlines()
     assert [orjson.loads(x)["id"] for x in lines] == ["2"]
     assert (
@@ -235,10 +240,12 @@ def test_group_export_returns_only_the_members_compartments_and_an_unknown_group
     )
 
 
-def test_delete_answers_202_then_every_poll_and_file_is_404(api: FlaskClient, partition: str) -> None:
+def test_delete_answers_202_then_every_poll_and_file_is_404(
+    bulk: BulkApi, api: FlaskClient, partition: str
+) -> None:
     seed(api, partition, "female")
     location = path_of(kick_off(api, partition))
-    file_url = path_of(api.get(location).get_json()["output"][0]["url"])
+    file_url = path_of(bulk.finish(BASE + location).get_json()["output"][0]["url"])
     assert api.delete(location).status_code == 202
     assert api.get(location).status_code == 404
     assert api.get(location).status_code == 404
@@ -246,9 +253,9 @@ def test_delete_answers_202_then_every_poll_and_file_is_404(api: FlaskClient, pa
 
 
 def test_the_concurrent_export_limit_of_a_partition_is_a_429_with_retry_after(
-    api: FlaskClient, jobs: FakeJobService, partition: str, other_partition: str
+    api: FlaskClient, partition: str, other_partition: str
 ) -> None:
-    jobs.hold = True
+    # (no message is delivered: the jobs stay queued)
     kick_off(api, partition)
     kick_off(api, partition)
     resp = api.get(f"{base(partition)}/$export", headers={"Prefer": "respond-async"})
@@ -258,20 +265,20 @@ def test_the_concurrent_export_limit_of_a_partition_is_a_429_with_retry_after(
     kick_off(api, other_partition)
 
 
-def test_a_running_export_answers_202_with_progress_and_retry_after(
-    api: FlaskClient, jobs: FakeJobService, partition: str
-) -> None:
-    jobs.hold = True
+def test_a_running_export_answers_202_with_progress_and_retry_after(api: FlaskClient, partition: str) -> None:
+    # Given an export whose messages are not delivered yet
+    # When it is polled
     resp = api.get(path_of(kick_off(api, partition)))
+    # Then it is still running
     assert resp.status_code == 202
     assert resp.headers["Retry-After"].isdigit() and resp.headers["X-Progress"]
 
 
 def test_operations_lists_only_this_partitions_jobs(
-    api: FlaskClient, partition: str, other_partition: str
+    bulk: BulkApi, api: FlaskClient, partition: str, other_partition: str
 ) -> None:
-    mine = kick_off(api, partition).rsplit("/", 1)[-1]
-    theirs = kick_off(api, other_partition).rsplit("/", 1)[-1]
+    mine = bulk.finish(kick_off(api, partition)).request.path.rsplit("/", 1)[-1]
+    theirs = bulk.finish(kick_off(api, other_partition)).request.path.rsplit("/", 1)[-1]
     listing = api.get(f"{base(partition)}/_operations?kind=export&status=completed").get_json()
     ids = [
         part["valueString"] for job in listing["parameter"] for part in job["part"] if part["name"] == "id"

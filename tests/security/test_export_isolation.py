@@ -7,15 +7,12 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
-from api import create_app
 from core.settings import Settings
-from orchestrator import export_service
 from storage import Database
 from storage.objectstore import S3ObjectStore
-from tests.support.fake_jobs import FakeJobService
+from tests.support.bulkapi import bulk_api
 from tests.support.fhir import base, outcome_codes, put
 from tests.support.services import S3Settings
 
@@ -30,17 +27,15 @@ def api(
     object_store: S3ObjectStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[FlaskClient]:
-    service = FakeJobService(s3_settings.apply(settings), object_store)
-    monkeypatch.setattr(export_service, "_service", lambda: service)
-    app: Flask = create_app(s3_settings.apply(settings), database=database)
-    app.extensions["bulkhead.objectstore"] = object_store
-    yield app.test_client()
+    bulk = bulk_api(s3_settings.apply(settings), database, object_store, monkeypatch)
+    bulk.client.application.extensions["test.bulk"] = bulk
+    yield bulk.client
 
 
 def _export(api: FlaskClient, partition: str) -> tuple[str, list[str]]:
     resp = api.get(f"{base(partition)}/$export", headers={"Prefer": "respond-async"})
     location = resp.headers["Content-Location"][len(BASE) :]
-    manifest = api.get(location).get_json()
+    manifest = api.application.extensions["test.bulk"].finish(BASE + location).get_json()
     return location, [item["url"][len(BASE) :] for item in manifest["output"]]
 
 

@@ -6,16 +6,13 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
-from api import create_app
 from core.settings import Settings
-from orchestrator import export_service
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.auth import AuthKeys, bearer
-from tests.support.fake_jobs import FakeJobService
+from tests.support.bulkapi import bulk_api
 from tests.support.fhir import FHIR, base, outcome_codes
 from tests.support.services import S3Settings
 
@@ -31,13 +28,10 @@ def api(
     object_store: S3ObjectStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[FlaskClient]:
-    """Yield a client of an app with authentication on and exports run in-process."""
-    settings = s3_settings.apply(secure_settings)
-    service = FakeJobService(settings, object_store)
-    monkeypatch.setattr(export_service, "_service", lambda: service)
-    app: Flask = create_app(settings, database=database)
-    app.extensions["bulkhead.objectstore"] = object_store
-    yield app.test_client()
+    """Yield a client of an app with authentication on and the job machinery run in-process."""
+    bulk = bulk_api(s3_settings.apply(secure_settings), database, object_store, monkeypatch)
+    bulk.client.application.extensions["test.bulk"] = bulk
+    yield bulk.client
 
 
 @pytest.fixture
@@ -53,6 +47,7 @@ def exported(
     kick = api.get(f"{base(partition)}/$export", headers={**bearer(token), "Prefer": "respond-async"})
     assert kick.status_code == 202, kick.data
     status = kick.headers["Content-Location"][len(BASE) :]
+    api.application.extensions["test.bulk"].run(partition)
     manifest = api.get(status, headers=bearer(token))
     assert manifest.status_code == 200, manifest.data
     files = [item["url"][len(BASE) :] for item in manifest.get_json()["output"]]
