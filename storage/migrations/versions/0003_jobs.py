@@ -55,14 +55,16 @@ def upgrade() -> None:
         CREATE INDEX ix_job_group_queued ON job (group_id, priority DESC, ordinal)
             WHERE status = 'queued' AND id <> group_id;
         -- Active processing jobs by group: "is anything of this group still queued or running?"
-        CREATE INDEX ix_job_active ON job (partition, group_id) WHERE status IN ('queued', 'planning', 'running');
+        CREATE INDEX ix_job_active ON job (partition, group_id)
+            WHERE status IN ('queued', 'planning', 'running');
         -- Work in flight (released to the broker or running), by partition and group: the window counts.
         CREATE INDEX ix_job_in_flight ON job (partition, group_id)
             WHERE id <> group_id AND (status = 'running' OR (status = 'queued' AND released_at IS NOT NULL));
         -- Active group jobs (few), and failed processing jobs by group (a group fails with its first one).
         CREATE INDEX ix_job_active_groups ON job (status, created_at)
             WHERE id = group_id AND status IN ('queued', 'planning', 'running');
-        CREATE INDEX ix_job_failed_parts ON job (group_id, ended_at) WHERE status = 'failed' AND id <> group_id;
+        CREATE INDEX ix_job_failed_parts ON job (group_id, ended_at)
+            WHERE status = 'failed' AND id <> group_id;
         -- Stale heartbeats: what the sweeper takes over.
         CREATE INDEX ix_job_heartbeat ON job (heartbeat_at) WHERE status IN ('planning', 'running');
         -- Expiry of finished group jobs.
