@@ -83,7 +83,7 @@ class Settings:
     partition_config_ttl_seconds: float = 5.0
     # Import, reindex, bulk update and bulk delete (see docs/import.md).
     import_range_bytes: int = 64 * 1024 * 1024
-    import_batch_size: int = 1000
+    import_batch_size: int = 5000
     import_max_line_bytes: int = 64 * 1024 * 1024
     import_max_concurrent_per_partition: int = 2
     reindex_chunk_rows: int = 50_000
