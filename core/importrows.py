@@ -63,8 +63,15 @@ class ImportRecord:
     last_updated: datetime | None
     resource: dict[str, Any]
     line: bytes
-    content: bytes = field(repr=False, default=b"")
     source_added: bool = False
+    _content: bytes | None = field(repr=False, default=None)
+
+    @property
+    def content(self) -> bytes:
+        """Return the canonical bytes the "content equal" rule compares (computed when first needed)."""
+        if self._content is None:
+            self._content = normalized(self.resource)
+        return self._content
 
 
 def normalized(resource: dict[str, Any]) -> bytes:
@@ -107,6 +114,11 @@ def _instant(value: Any) -> datetime:
         raise LineError(
             [Issue(f"meta.lastUpdated {value!r} is not an instant", expression=("meta.lastUpdated",))]
         )
+    if len(value) in (20, 24) and value[-1] == "Z" and value[4] == "-" and value[10] == "T":
+        try:  # the common spellings (seconds or milliseconds, UTC), fast
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
     try:
         return parse_range(value)[0]
     except InvalidRequest as exc:
@@ -179,9 +191,7 @@ def build_record(
     added = bool(input_source) and "source" not in meta
     if added:
         resource["meta"] = {**meta, "source": input_source}
-    record = ImportRecord(offset, rtype, rid, version, last_updated, resource, line, source_added=added)
-    record.content = normalized(resource)
-    return record
+    return ImportRecord(offset, rtype, rid, version, last_updated, resource, line, source_added=added)
 
 
 def render(record: ImportRecord, version: int, when: datetime) -> bytes:

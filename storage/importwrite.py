@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import Conflict
 from core.importrows import Decision, Existing, ImportRecord, decide
+from core.importspec import INITIAL
 from storage.bulkwrite import NewResource, copy_new_resources
 from storage.search.index import IndexRows, index_rows_for, unindex_resources
 from storage.search.registry import registry_for
@@ -80,6 +81,9 @@ class ImportWriter:
         """Store a batch of records in the current transaction; return the outcome of each."""
         if not records:
             return []
+        fresh = self._write_fresh(records)
+        if fresh is not None:
+            return fresh
         outcomes: dict[int, Written] = {}
         todo = list(enumerate(records))
         for _round in range(_MAX_ROUNDS):
@@ -91,6 +95,33 @@ class ImportWriter:
             for i, rec in todo:
                 outcomes[i] = Written(rec, "error", "concurrent writes kept conflicting; retry the import")
         return [outcomes[i] for i in range(len(records))]
+
+    def _write_fresh(self, records: Sequence[ImportRecord]) -> list[Written] | None:
+        """Write a batch as new resources without looking anything up; None (nothing written) if it is not.
+
+        A first load meets no stored version: deciding against nothing, every record creates version 1 of
+        its resource (or loses to a higher-ranked line of the batch), and the bulk writer refuses the batch
+        if one of them exists after all, in which case the full path decides again.
+        """
+        state: dict[tuple[str, str], list[Existing]] = {}
+        inserts: list[tuple[int, ImportRecord, Decision]] = []
+        kinds: list[str] = []
+        for i, rec in enumerate(records):
+            if rec.version not in (None, 1) and self.mode != INITIAL:
+                return None
+            rows = state.setdefault((rec.resource_type, rec.resource_id), [])
+            d = decide(rec, rows, mode=self.mode, job_time=self.job_time, load=lambda r: r.raw)
+            if d.kind == "insert" and d.version == 1 and d.current:
+                inserts.append((i, rec, d))
+            elif d.kind != "unchanged":
+                return None
+            kinds.append(d.kind)
+        if not inserts or not self._copy_new(inserts):
+            return None
+        return [
+            Written(rec, "created" if kind == "insert" else "unchanged")
+            for rec, kind in zip(records, kinds, strict=True)
+        ]
 
     def _existing(self, records: Sequence[tuple[int, ImportRecord]]) -> dict[tuple[str, str], list[Existing]]:
         keys = sorted({(r.resource_type, r.resource_id) for _, r in records})
@@ -224,7 +255,11 @@ class ImportWriter:
         """Create a batch of new resources with the bulk writer; False (nothing written) if one exists now."""
         batch = [
             NewResource(
-                rec.resource_type, rec.resource_id, d.raw, _indexable(rec, d), d.last_updated or self.job_time
+                rec.resource_type,
+                rec.resource_id,
+                d.raw,
+                _indexable(rec, d) if self.index else rec.resource,
+                d.last_updated or self.job_time,
             )
             for _i, rec, d in inserts
         ]
