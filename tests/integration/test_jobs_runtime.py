@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
 
 from core.errors import NotFound
 from core.jobs import JobStatus
@@ -22,11 +21,8 @@ from orchestrator.lifecycle import advance_group
 from orchestrator.sweeper import sweep
 from storage import Database
 from storage.objectstore import S3ObjectStore
-from tests.support import jobops
-from tests.support.jobinproc import RecordingSender, deliver, drain, make_resources
+from tests.support.jobinproc import RecordingSender, age, deliver, drain, make_resources, objects, submit
 from workers.runtime import WorkerResources, run_processing_job
-
-KIND = jobops.KIND
 
 
 @pytest.fixture
@@ -35,35 +31,6 @@ def machinery(
 ) -> Iterator[tuple[WorkerResources, RecordingSender]]:
     """Return in-process job machinery (fast timings) and the sender that records its messages."""
     yield make_resources(settings, database, object_store)
-
-
-def submit(resources: WorkerResources, partition: str, **definition: object) -> str:
-    """Submit a jobtest job; return its id."""
-    job = service.submit(
-        resources.database,
-        partition,
-        KIND,
-        dict(definition),
-        settings=resources.settings,
-        sender=resources.sender,
-    )
-    return job.id
-
-
-def objects(store: S3ObjectStore, partition: str, group_id: str) -> dict[str, bytes]:
-    """Return every object a job wrote, by key."""
-    prefix = store.job_prefix(partition, group_id)
-    return {key: b"".join(store.get_stream(key)) for key in store.list_keys(prefix)}
-
-
-def age(database: Database, job_id: str, seconds: float, column: str = "heartbeat_at") -> None:
-    """Move a job's timestamp ``seconds`` into the past (what a silent worker or a lost message leaves)."""
-    assert column in {"heartbeat_at", "released_at", "expires_at"}
-    with database.admin_session() as session:
-        session.execute(
-            text(f"UPDATE job SET {column} = now() - make_interval(secs => :s) WHERE id = :id"),
-            {"s": seconds, "id": job_id},
-        )
 
 
 def test_a_job_is_planned_processed_and_finished_with_every_part_written_once(
@@ -234,25 +201,6 @@ def test_a_running_job_that_reports_no_progress_still_stops_at_its_next_heartbea
         service.status(resources.database, partition, job_id)
 
 
-def test_a_job_that_reports_no_progress_is_kept_alive_by_its_timer_heartbeat(
-    machinery: tuple[WorkerResources, RecordingSender], partition: str
-) -> None:
-    resources, sender = machinery
-    # Given a part that works longer than the stale limit (2 s) without reporting progress
-    job_id = submit(resources, partition, parts=1, steps=30, step_seconds=0.1, report=False)
-    [deliver(resources, m) for m in sender.take()]
-    [release] = [m for m in sender.take() if m.actor == "process"]
-    worker = threading.Thread(target=deliver, args=(resources, release))
-    worker.start()
-    # When the sweeper looks while it works, past the stale limit
-    time.sleep(2.5)
-    sweep(resources)
-    worker.join(timeout=10)
-    # Then nobody took it over: it completed on its first attempt
-    [part] = resources.queue.parts(partition, job_id)
-    assert part.status == JobStatus.COMPLETED and part.attempts == 1
-
-
 def test_a_worker_whose_job_was_taken_over_stops_and_the_new_owner_finishes_it(
     machinery: tuple[WorkerResources, RecordingSender], partition: str, object_store: S3ObjectStore
 ) -> None:
@@ -282,78 +230,6 @@ def test_a_worker_whose_job_was_taken_over_stops_and_the_new_owner_finishes_it(
     [body] = objects(object_store, partition, job_id).values()
     assert body.count(b"\n") == 5
     assert service.status(resources.database, partition, job_id).state == JobStatus.COMPLETED
-
-
-def test_the_sweeper_fails_a_job_whose_worker_stops_answering_at_every_attempt(
-    machinery: tuple[WorkerResources, RecordingSender], partition: str
-) -> None:
-    resources, sender = machinery
-    # Given a part whose worker dies (stops heartbeating) after claiming it, at every attempt
-    job_id = submit(resources, partition, parts=1)
-    [deliver(resources, m) for m in sender.take()]
-    [part] = resources.queue.parts(partition, job_id)
-    for attempt in range(1, 4):
-        claimed = resources.queue.claim(partition, part.id, f"doomed-{attempt}")
-        assert claimed is not None and claimed.attempts == attempt
-        age(resources.database, part.id, 60)
-        # When the sweeper runs
-        sweep(resources)
-    # Then after the third attempt the job failed, with an OperationOutcome that says why
-    [part] = resources.queue.parts(partition, job_id)
-    assert part.status == JobStatus.FAILED
-    drain(resources, sender, partition=partition)
-    view = service.status(resources.database, partition, job_id)
-    assert view.state == JobStatus.FAILED
-    assert view.error is not None
-    text_of = " ".join(i["diagnostics"] for i in view.error["issue"])
-    assert "Gave up after 3 attempts" in text_of and "doomed-3" in text_of and "no heartbeat" in text_of
-
-
-def test_the_sweeper_sends_again_the_messages_a_broker_lost(
-    machinery: tuple[WorkerResources, RecordingSender], partition: str
-) -> None:
-    resources, sender = machinery
-    # Given a job whose orchestrate message was lost, long ago
-    job_id = submit(resources, partition, parts=2)
-    sender.take()
-    age(resources.database, job_id, 60, "released_at")
-    # When the sweeper runs
-    sweep(resources)
-    # Then it sent the orchestrate message again
-    resent = [m for m in sender.take() if m.partition == partition]
-    assert [(m.actor, m.job_id) for m in resent] == [("orchestrate", job_id)]
-    # Given then released processing messages that were lost too
-    deliver(resources, resent[0])
-    lost = [m for m in sender.take() if m.actor == "process"]
-    assert len(lost) == 2
-    for m in lost:
-        age(resources.database, m.job_id, 60, "released_at")
-    # When the sweeper runs again
-    sweep(resources)
-    # Then both are sent again, and the job completes
-    again = [m for m in sender.take() if m.partition == partition]
-    assert sorted(m.job_id for m in again) == sorted(m.job_id for m in lost)
-    for m in again:
-        deliver(resources, m)
-    drain(resources, sender, partition=partition)
-    assert service.status(resources.database, partition, job_id).state == JobStatus.COMPLETED
-
-
-def test_the_sweeper_deletes_expired_jobs_with_their_objects(
-    machinery: tuple[WorkerResources, RecordingSender], partition: str, object_store: S3ObjectStore
-) -> None:
-    resources, sender = machinery
-    # Given a completed job with objects, past its expiry
-    job_id = submit(resources, partition, parts=2)
-    drain(resources, sender, partition=partition)
-    assert len(objects(object_store, partition, job_id)) == 2
-    age(resources.database, job_id, 1, "expires_at")
-    # When the sweeper runs
-    sweep(resources)
-    # Then the job and its objects are gone
-    assert resources.queue.get(partition, job_id) is None
-    assert resources.queue.parts(partition, job_id) == []
-    assert objects(object_store, partition, job_id) == {}
 
 
 def test_cancel_while_planning_stops_the_planner_and_stores_no_plan(

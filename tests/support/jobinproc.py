@@ -10,10 +10,14 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy import text
+
 from core.settings import Settings
+from orchestrator import service
 from orchestrator.lifecycle import advance_group
 from storage import Database
-from storage.objectstore import ObjectStore
+from storage.objectstore import ObjectStore, S3ObjectStore
+from tests.support import jobops
 from workers.runtime import WorkerResources, run_processing_job
 
 #: In-process timings: fast heartbeats, quick staleness, tiny back-off.
@@ -103,3 +107,32 @@ def make_resources(
     sender = RecordingSender()
     fast = replace(settings, **{**FAST, **overrides})
     return WorkerResources(fast, database, store=store, message_sender=sender), sender
+
+
+def submit(resources: WorkerResources, partition: str, **definition: object) -> str:
+    """Submit a jobtest job; return its id."""
+    job = service.submit(
+        resources.database,
+        partition,
+        jobops.KIND,
+        dict(definition),
+        settings=resources.settings,
+        sender=resources.sender,
+    )
+    return job.id
+
+
+def objects(store: S3ObjectStore, partition: str, group_id: str) -> dict[str, bytes]:
+    """Return every object a job wrote, by key."""
+    prefix = store.job_prefix(partition, group_id)
+    return {key: b"".join(store.get_stream(key)) for key in store.list_keys(prefix)}
+
+
+def age(database: Database, job_id: str, seconds: float, column: str = "heartbeat_at") -> None:
+    """Move a job's timestamp ``seconds`` into the past (what a silent worker or a lost message leaves)."""
+    assert column in {"heartbeat_at", "released_at", "expires_at"}
+    with database.admin_session() as session:
+        session.execute(
+            text(f"UPDATE job SET {column} = now() - make_interval(secs => :s) WHERE id = :id"),
+            {"s": seconds, "id": job_id},
+        )
