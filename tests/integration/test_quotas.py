@@ -135,3 +135,24 @@ def test_the_redis_rate_limiter_shares_one_bucket_per_partition(redis_url):
     # Then the fourth request must wait, whichever process serves it
     assert waits[:3] == [0.0, 0.0, 0.0]
     assert 5 < waits[3] <= 10
+
+
+def test_the_partitions_concurrent_job_limit_gives_429_with_retry_after_at_kick_off(
+    settings, s3_settings, database, object_store, monkeypatch, partition, other_partition
+):
+    # Given a partition allowed one bulk job at a time, with one export accepted and not yet run
+    from tests.support.bulkapi import bulk_api
+
+    bulk = bulk_api(s3_settings.apply(settings), database, object_store, monkeypatch)
+    set_overrides(database, partition, PartitionLimits(max_concurrent_jobs=1))
+    prefer = {"Prefer": "respond-async"}
+    first = bulk.client.get(f"{base(partition)}/$export", headers=prefer)
+    assert first.status_code == 202, first.data
+    # When a second export is kicked off there, and one in another partition
+    second = bulk.client.get(f"{base(partition)}/$export", headers=prefer)
+    elsewhere = bulk.client.get(f"{base(other_partition)}/$export", headers=prefer)
+    # Then the partition at its limit gets 429 with Retry-After and an OperationOutcome; the other does not
+    assert second.status_code == 429
+    assert outcome_codes(second) == ["throttled"]
+    assert int(second.headers["Retry-After"]) >= 1
+    assert elsewhere.status_code == 202
