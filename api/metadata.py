@@ -50,6 +50,36 @@ def search_limitations_extension() -> dict[str, Any]:
     return limitations()
 
 
+def _security(settings: Any) -> dict[str, Any]:
+    """Return rest.security when authentication is on: SMART on FHIR with the token endpoint."""
+    if not settings.auth_enabled:
+        return {}
+    from api.smart import token_endpoint_url
+
+    return {
+        "security": {
+            "cors": False,
+            "service": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                            "code": "SMART-on-FHIR",
+                        }
+                    ]
+                }
+            ],
+            "extension": [
+                {
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [{"url": "token", "valueUri": token_endpoint_url()}],
+                }
+            ],
+            "description": "Bearer tokens (SMART Backend Services); see .well-known/smart-configuration",
+        }
+    }
+
+
 def capability_statement(partition: str) -> dict[str, Any]:
     """Build the CapabilityStatement of one partition's base."""
     settings = current_app.config["BULKHEAD_SETTINGS"]
@@ -94,6 +124,7 @@ def capability_statement(partition: str) -> dict[str, Any]:
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
                 "extension": [search_limitations_extension()],
+                **_security(settings),
             }
         ],
     }
