@@ -268,3 +268,17 @@ def test_the_cli_sets_and_shows_partition_limits(monkeypatch, database_url, part
     assert "rate_per_second: 5.0  (override)" in shown.output
     assert bad.exit_code != 0
     assert "overrides removed" in unset.output
+
+
+def test_the_capability_statement_names_smart_and_the_token_endpoint_only_when_auth_is_on(
+    client, secure_client, partition
+):
+    # Given a server with authentication off and one with it on
+    # When each CapabilityStatement is read
+    off = client.get(f"{base(partition)}/metadata").get_json()["rest"][0]
+    on = secure_client.get(f"{base(partition)}/metadata").get_json()["rest"][0]
+    # Then only the secured server declares SMART on FHIR and its token endpoint
+    assert "security" not in off
+    assert on["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = on["security"]["extension"][0]["extension"]
+    assert {"url": "token", "valueUri": TOKEN_URL} in uris
