@@ -32,6 +32,15 @@ def base_url(partition: str) -> str:
     return f"{root}/partitions/{partition}"
 
 
+def server_roots() -> tuple[str, ...]:
+    """Return the roots this server is reached under (the configured public base and the request's host)."""
+    configured = current_app.config["BULKHEAD_SETTINGS"].public_base_url
+    roots = [request.host_url.rstrip("/")]
+    if configured:
+        roots.insert(0, configured.rstrip("/"))
+    return tuple(dict.fromkeys(roots))
+
+
 def json_body() -> tuple[bytes, dict[str, Any]]:
     """Return the request body as raw bytes and parsed object, after checking its content type."""
     mimetype = request.mimetype
