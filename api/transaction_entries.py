@@ -284,6 +284,16 @@ def rewrite_references(raw: bytes, mapping: dict[str, str]) -> bytes:
     return _REFERENCE.sub(swap, raw)
 
 
+def refuse_foreign_references(raw: bytes, bases: Bases) -> None:
+    """Refuse a resource whose references point into another partition of this server."""
+    for ref in references(raw):
+        if bases.foreign(ref):
+            raise InvalidRequest(
+                f"The reference {ref!r} points into another partition; "
+                "cross-partition references are not supported"
+            )
+
+
 def check_references(entry: Entry, bases: Bases) -> None:
     """Refuse references to other partitions and placeholders (urn:uuid, urn:oid) nothing resolved."""
     if entry.raw is None:
@@ -295,11 +305,7 @@ def check_references(entry: Entry, bases: Bases) -> None:
                 "(a batch never resolves references between its entries)",
                 issues=[Issue(f"Unresolved reference {ref!r}", code="not-found")],
             )
-        if bases.foreign(ref):
-            raise InvalidRequest(
-                f"The reference {ref!r} points into another partition; "
-                "cross-partition references are not supported"
-            )
+    refuse_foreign_references(entry.raw, bases)
 
 
 __all__ = [
@@ -311,6 +317,7 @@ __all__ = [
     "is_absolute",
     "read_bundle",
     "references",
+    "refuse_foreign_references",
     "resource_bytes",
     "rewrite_references",
 ]

@@ -22,7 +22,7 @@ from api import service
 from api.bundles import render_bundle
 from api.conditional import find_matching
 from api.errors import operation_outcome
-from api.http import base_url, fhir_response, json_body, prefer_return
+from api.http import base_url, fhir_response, json_body, prefer_return, server_roots
 from api.transaction_entries import (
     ORDER,
     Bases,
@@ -65,14 +65,6 @@ class Result:
 def _db() -> Database:
     database: Database = current_app.extensions["bulkhead.db"]
     return database
-
-
-def _roots() -> tuple[str, ...]:
-    configured = current_app.config["BULKHEAD_SETTINGS"].public_base_url
-    roots = [request.host_url.rstrip("/")]
-    if configured:
-        roots.insert(0, configured.rstrip("/"))
-    return tuple(dict.fromkeys(roots))
 
 
 def relabel(exc: BulkheadError, entry: Entry) -> BulkheadError:
@@ -349,7 +341,7 @@ def batch_or_transaction(partition: str) -> Response:
     """Run a batch or transaction Bundle in the partition."""
     raw, bundle = json_body()
     settings = current_app.config["BULKHEAD_SETTINGS"]
-    bases = Bases(partition, _roots())
+    bases = Bases(partition, server_roots())
     kind, entries = read_bundle(raw, bundle, bases, int(settings.max_transaction_entries))
     runner = run_transaction if kind == "transaction" else run_batch
     results = runner(_db(), partition, entries, bases)
