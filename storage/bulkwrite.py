@@ -223,12 +223,12 @@ def copy_new_resources(uow: UnitOfWork, batch: Sequence[NewResource], *, index: 
         try:
             cur.execute(
                 f"SAVEPOINT bulkhead_move; {_MOVE % int(pid)}; "
-                f"RELEASE SAVEPOINT bulkhead_move; TRUNCATE {STAGE_TABLE}"
+                f"RELEASE SAVEPOINT bulkhead_move; DELETE FROM {STAGE_TABLE}"
             )
         except pg_errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT bulkhead_move")
             existing = _existing(cur, pid)
-            cur.execute(f"TRUNCATE {STAGE_TABLE}")
+            cur.execute(f"DELETE FROM {STAGE_TABLE}")
             what = ", ".join(existing) or "a resource of the batch"
             raise Conflict(
                 f"Already in partition {uow.partition!r}, and the bulk writer only creates: {what}"
