@@ -26,7 +26,7 @@ from core.fhirjson import dumps
 from core.settings import Settings
 from storage import Database
 from storage.export_reader import ExportWindow, deleted_resources, partition_id, stream_raw
-from storage.export_restrict import restrictions
+from storage.export_restrict import deleted_filter, restrictions
 from storage.objectstore import ObjectStore, RollingNdjsonWriter, WrittenFile
 from workers.registry import register_processor
 
@@ -162,7 +162,10 @@ def _export_deleted(ctx: ExportContext, group_id: str, definition: dict[str, Any
     ):
         pid = partition_id(uow, ctx.partition)
         if pid is not None:
+            keep = deleted_filter(uow, pid, spec)
             for rtype, rid in deleted_resources(uow, pid, definition["types"], window):
+                if keep is not None and not keep(rtype, rid):
+                    continue
                 writer.write_line(deletion_bundle(rtype, rid))
                 progress.add(1)
         files = writer.close()

@@ -113,3 +113,63 @@ def test_a_replayed_status_url_of_a_deleted_job_stays_404(api: FlaskClient, part
     for _ in range(3):
         assert api.get(location).status_code == 404
         assert api.get(files[0]).status_code == 404
+
+
+def test_a_group_of_b_listing_ids_that_exist_only_in_a_exports_nothing_of_a(
+    api: FlaskClient, partition: str, other_partition: str
+) -> None:
+    # Given Patient/a1 with an Observation in A only, and a Group in B listing Patient/a1 as a member
+    put(api, f"{base(partition)}/Patient/a1", {"resourceType": "Patient", "id": "a1", "gender": "female"})
+    observation = {
+        "resourceType": "Observation",
+        "id": "oa1",
+        "status": "final",
+        "code": {"text": "SECRET-OF-A"},
+        "subject": {"reference": "Patient/a1"},
+    }
+    put(api, f"{base(partition)}/Observation/oa1", observation)
+    group = {
+        "resourceType": "Group",
+        "id": "g",
+        "type": "person",
+        "actual": True,
+        "member": [{"entity": {"reference": "Patient/a1"}}],
+    }
+    put(api, f"{base(other_partition)}/Group/g", group)
+    # When B exports the Group, and B's Patient level names A's patient
+    resp = api.get(f"{base(other_partition)}/Group/g/$export", headers={"Prefer": "respond-async"})
+    location = resp.headers["Content-Location"][len(BASE) :]
+    manifest = api.application.extensions["test.bulk"].finish(BASE + location).get_json()
+    # Then nothing is exported, and naming the patient is refused
+    assert manifest["output"] == []
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "patient", "valueReference": {"reference": "Patient/a1"}}],
+    }
+    refused = api.post(
+        f"{base(other_partition)}/Patient/$export",
+        json=body,
+        headers={"Prefer": "respond-async", "Content-Type": "application/fhir+json"},
+    )
+    assert refused.status_code == 400 and b"SECRET" not in refused.data
+
+
+def test_type_filter_of_b_never_matches_as_resources(
+    api: FlaskClient, partition: str, other_partition: str
+) -> None:
+    # Given an Observation with the same id and code in A and B, A's marked secret
+    for name, note in ((partition, "SECRET-OF-A"), (other_partition, "b")):
+        obs = {"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": note}}
+        put(api, f"{base(name)}/Observation/o", obs)
+    # When B exports with a _typeFilter that A's Observation matches as well
+    query = "?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal"
+    resp = api.get(f"{base(other_partition)}/$export{query}", headers={"Prefer": "respond-async"})
+    location = resp.headers["Content-Location"][len(BASE) :]
+    manifest = api.application.extensions["test.bulk"].finish(BASE + location).get_json()
+    # Then only B's Observation is exported
+    lines = [
+        orjson.loads(x)
+        for item in manifest["output"]
+        for x in api.get(item["url"][len(BASE) :]).data.splitlines()
+    ]
+    assert [o["code"]["text"] for o in lines] == ["b"]
