@@ -22,10 +22,11 @@ lists left behind by a delete are removed, since FHIR JSON forbids them.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from core.errors import InvalidRequest, Unprocessable
 from core.fhirdates import format_instant
@@ -42,6 +43,11 @@ _NEEDS = {
     "upsert": ("name", "value"),
 }
 _FORBIDDEN_ROOT = frozenset({"resourceType", "id"})
+
+
+def _copy(value: Any) -> Any:
+    """Return a deep copy of JSON data (an orjson round trip: many times faster than copy.deepcopy)."""
+    return orjson.loads(orjson.dumps(value))
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,7 @@ def _add(resource: dict[str, Any], op: PatchOperation, *, upsert: bool) -> None:
         raise Unprocessable(f"{op.type}: {op.name} cannot be patched")
     member, info = _target(parent, op.name, op.value, op)
     _check_type(info, op.value, op)
-    value = copy.deepcopy(op.value.json)
+    value = _copy(op.value.json)
     current = parent.value.get(member)
     if info.many:
         items = current if isinstance(current, list) else ([] if current is None else [current])
@@ -255,7 +261,7 @@ def _insert(resource: dict[str, Any], op: PatchOperation) -> None:
     if not 0 <= op.index <= len(items):
         raise Unprocessable(f"insert {op.path!r}: index {op.index} is outside 0..{len(items)}")
     _check_type(info, op.value, op)
-    items.insert(op.index, copy.deepcopy(op.value.json))
+    items.insert(op.index, _copy(op.value.json))
     holder[key] = items
 
 
@@ -281,7 +287,7 @@ def _prune(value: Any) -> Any:
 
 def apply_patch(resource: dict[str, Any], ops: list[PatchOperation]) -> dict[str, Any]:
     """Return a patched copy of ``resource``; raise Unprocessable when an operation cannot apply."""
-    out = copy.deepcopy(resource)
+    out: dict[str, Any] = _copy(resource)
     rtype, rid = out.get("resourceType"), out.get("id")
     for op in ops:
         if op.type in {"add", "upsert"}:
@@ -302,10 +308,12 @@ def apply_patch(resource: dict[str, Any], ops: list[PatchOperation]) -> dict[str
             node = _one(navigate(out, op.path), op)
             _guard(node, op)
             _check_type(node.info, op.value, op)
-            node.set(copy.deepcopy(op.value.json))
+            node.set(_copy(op.value.json))
         if out.get("resourceType") != rtype or out.get("id") != rid:
             raise Unprocessable(f"{op.type} {op.path!r}: resourceType and id cannot be patched")
-    return _prune(out)  # type: ignore[no-any-return]
+    if any(op.type == "delete" for op in ops):
+        _prune(out)  # only a delete can leave an empty object or list behind
+    return out
 
 
 def _guard(node: Node, op: PatchOperation) -> None:

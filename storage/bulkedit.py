@@ -209,40 +209,52 @@ def purge_history(uow: UnitOfWork, surrogate_ids: Sequence[int]) -> tuple[dict[s
     return _per_type([v.resource_type for v in live]), int(getattr(gone, "rowcount", 0) or 0)
 
 
+_STAGE = "bulk_edit_stage"
+
+
 def write_versions(
     uow: UnitOfWork, previous: Sequence[LiveVersion], raws: Sequence[bytes], when: datetime
 ) -> list[int]:
-    """Store ``raws[i]`` as the version after ``previous[i]`` (locked by ``lock_live``); return new ids."""
+    """Store ``raws[i]`` as the version after ``previous[i]`` (locked by ``lock_live``); return new ids.
+
+    The rows go through a temporary table (``COPY``, then one ``INSERT … SELECT``): row-level security
+    refuses ``COPY`` into ``resource`` itself, and large array parameters cost more than the copy.
+    """
     if not previous:
         return []
     session = uow.session
+    sids = [p.surrogate_id for p in previous]
     session.execute(
-        text("UPDATE resource SET is_history = true WHERE surrogate_id = ANY(:sids)"),
-        {"sids": [p.surrogate_id for p in previous]},
+        text("UPDATE resource SET is_history = true WHERE surrogate_id = ANY(:sids)"), {"sids": sids}
     )
-    unindex_resources(session, [p.surrogate_id for p in previous])
-    rows = session.execute(
-        text(
-            """
-            INSERT INTO resource (partition_id, resource_type, resource_id, version, last_updated,
-                                  is_deleted, is_history, raw)
-            SELECT :pid, t, i, v, :when, false, false, raw
-            FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[]), CAST(:versions AS int[]),
-                        CAST(:raws AS text[])) WITH ORDINALITY AS k(t, i, v, raw, n)
-            ORDER BY n
-            RETURNING surrogate_id
-            """
-        ),
-        {
-            "pid": partition_id(uow),
-            "when": when,
-            "types": [p.resource_type for p in previous],
-            "ids": [p.resource_id for p in previous],
-            "versions": [p.version + 1 for p in previous],
-            "raws": [r.decode("utf-8") for r in raws],
-        },
-    ).scalars()
-    return list(rows)
+    unindex_resources(session, sids)
+    pid = partition_id(uow)
+    conn = session.connection().connection.driver_connection
+    assert conn is not None
+    with conn.cursor() as cur:
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (n int, resource_type text, resource_id text,"
+            " version int, raw text) ON COMMIT DELETE ROWS"
+        )
+        cur.execute(f"DELETE FROM {_STAGE}")
+        with cur.copy(f"COPY {_STAGE} (n, resource_type, resource_id, version, raw) FROM STDIN") as copy:
+            for n, (p, raw) in enumerate(zip(previous, raws, strict=True)):
+                copy.write_row((n, p.resource_type, p.resource_id, p.version + 1, raw.decode("utf-8")))
+        cur.execute(
+            f"""
+            WITH ins AS (
+                INSERT INTO resource (partition_id, resource_type, resource_id, version, last_updated,
+                                      is_deleted, is_history, raw)
+                SELECT %s, resource_type, resource_id, version, %s, false, false, raw FROM {_STAGE} ORDER BY n
+                RETURNING surrogate_id, resource_type, resource_id
+            )
+            SELECT s.n, ins.surrogate_id FROM ins
+            JOIN {_STAGE} s ON s.resource_type = ins.resource_type AND s.resource_id = ins.resource_id
+            """,
+            (pid, when),
+        )
+        found = dict(cur.fetchall())
+    return [int(found[n]) for n in range(len(previous))]
 
 
 def ledger_add(uow: UnitOfWork, group_id: str, job_id: str, counts: dict[str, int]) -> None:
