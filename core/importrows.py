@@ -1,6 +1,6 @@
 """Turn NDJSON lines into import records, and decide what each record does to the stored versions.
 
-The rules (documented in docs/import.md):
+The rules (documented in docs/bulk-operations.md):
 
 - Every line needs ``resourceType`` and ``id``: imports keep client ids, and the id is what makes a retried
   import idempotent. ``meta.source`` is filled from ``inputSource`` when absent.
