@@ -14,6 +14,14 @@ bp = Blueprint("metadata", __name__)
 admin_bp = Blueprint("partitions", __name__)
 
 PARTITIONS_EXTENSION = "https://bulkhead.dev/fhir/StructureDefinition/data-partitions"
+_OPS = "https://bulkhead.dev/fhir/OperationDefinition/"
+BULK_OPERATIONS = [
+    {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
+    {"name": "import", "definition": _OPS + "import"},
+    {"name": "reindex", "definition": _OPS + "reindex"},
+    {"name": "bulk-update", "definition": _OPS + "bulk-update"},
+    {"name": "bulk-delete", "definition": _OPS + "bulk-delete"},
+]
 INTERACTIONS = [
     "read",
     "vread",
@@ -123,6 +131,7 @@ def capability_statement(partition: str) -> dict[str, Any]:
                 "mode": "server",
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+                "operation": BULK_OPERATIONS,
                 "extension": [search_limitations_extension()],
                 **_security(settings),
             }
