@@ -32,6 +32,7 @@ from core.settings import Settings
 from orchestrator import export_service as jobs_api
 from orchestrator.export import KIND, resolve_patients
 from orchestrator.export_service import ACTIVE, ExportStatus
+from storage.export_gzip import GZIP, inflate
 
 log = logging.getLogger(__name__)
 bp = Blueprint("bulk_export", __name__)
@@ -183,13 +184,16 @@ def download(partition: str, job_id: str, name: str) -> Response:
     entry = next((e for e in entries if e["file"] == name), None)
     if entry is None:
         raise NotFound(f"Export {job_id} has no file {name!r}")
-    chunks = _store().get_stream(str(entry["key"]))
+    chunks = iter(_store().get_stream(str(entry["key"])))
+    stored_gzip = entry.get("encoding") == GZIP
     headers = {"Vary": "Accept-Encoding", "Cache-Control": "private, no-store"}
     if _accepts_gzip():
         headers["Content-Encoding"] = "gzip"
-        return Response(_gzip(iter(chunks)), 200, headers, content_type=NDJSON, direct_passthrough=True)
+        body = chunks if stored_gzip else _gzip(chunks)
+        return Response(body, 200, headers, content_type=NDJSON, direct_passthrough=True)
     headers["Content-Length"] = str(entry["size"])
-    return Response(iter(chunks), 200, headers, content_type=NDJSON, direct_passthrough=True)
+    body = inflate(chunks) if stored_gzip else chunks
+    return Response(body, 200, headers, content_type=NDJSON, direct_passthrough=True)
 
 
 @bp.get("/_operations")

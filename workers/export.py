@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from core.exportspec import ExportSpec
 from core.fhirdates import parse_instant
@@ -25,6 +25,7 @@ from core.fhirelements import subset
 from core.fhirjson import dumps
 from core.settings import Settings
 from storage import Database
+from storage.export_gzip import GZIP, GzipWritingStore
 from storage.export_reader import ExportWindow, deleted_resources, partition_id, stream_raw
 from storage.export_restrict import deleted_filter, restrictions
 from storage.objectstore import ObjectStore, RollingNdjsonWriter, WrittenFile
@@ -95,6 +96,11 @@ class _Progress:
             self.ctx.heartbeat({"resources": self.count, "part": self.what})
 
 
+def compressed(settings: Settings) -> bool:
+    """Return whether export objects are stored gzip-compressed (never when URLs are pre-signed)."""
+    return settings.export_gzip and not settings.presigned_urls
+
+
 def _writer(ctx: ExportContext, group_id: str, name: str) -> RollingNdjsonWriter:
     store = ctx.object_store
     partition = ctx.partition
@@ -102,7 +108,8 @@ def _writer(ctx: ExportContext, group_id: str, name: str) -> RollingNdjsonWriter
     def key_for(n: int) -> str:
         return store.ndjson_key(partition, group_id, name, n)
 
-    return RollingNdjsonWriter(store, key_for, max_bytes=ctx.settings.export_file_max_bytes)
+    target = cast("ObjectStore", GzipWritingStore(store)) if compressed(ctx.settings) else store
+    return RollingNdjsonWriter(target, key_for, max_bytes=ctx.settings.export_file_max_bytes)
 
 
 def _export_output(ctx: ExportContext, group_id: str, definition: dict[str, Any]) -> dict[str, Any]:
@@ -200,6 +207,10 @@ def process_export(ctx: ExportContext, job: Any) -> dict[str, Any]:
         raise ValueError(f"Unknown export part {part!r}")
     started = time.monotonic()
     result = handler(ctx, str(job.group_id), definition)
+    if compressed(ctx.settings):
+        for key in ("output", "deleted", "error"):
+            for entry in result.get(key, []):
+                entry["encoding"] = GZIP
     result["seconds"] = round(time.monotonic() - started, 3)
     return result
 

@@ -284,3 +284,29 @@ def test_operations_lists_only_this_partitions_jobs(
         part["valueString"] for job in listing["parameter"] for part in job["part"] if part["name"] == "id"
     ]
     assert mine in ids and theirs not in ids
+
+
+def test_files_stored_gzip_download_identical_with_and_without_accept_encoding(
+    settings: Settings,
+    s3_settings: S3Settings,
+    database: Database,
+    object_store: S3ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+    partition: str,
+) -> None:
+    # Given an API whose exports are stored gzip-compressed
+    bulk = bulk_api(s3_settings.apply(settings), database, object_store, monkeypatch, export_gzip=True)
+    api = bulk.client
+    seed(api, partition, "female")
+    manifest = bulk.finish(kick_off(api, partition, "?_type=Patient")).get_json()
+    item = manifest["output"][0]
+    prefix = object_store.job_prefix(partition, path_of(item["url"]).split("/")[-2])
+    stored = b"".join(b"".join(object_store.get_stream(k)) for k in object_store.list_keys(prefix))
+    # When its file is downloaded without and with Accept-Encoding: gzip
+    plain = api.get(path_of(item["url"]))
+    packed = api.get(path_of(item["url"]), headers={"Accept-Encoding": "gzip"})
+    # Then the object is gzip; the plain download has the manifest's count of lines; the other inflates to it
+    assert stored[:2] == b"\x1f\x8b"
+    assert "Content-Encoding" not in plain.headers and plain.headers["Content-Length"] == str(len(plain.data))
+    assert [orjson.loads(x)["id"] for x in plain.data.splitlines()] == ["1", "2"] and item["count"] == 2
+    assert packed.headers["Content-Encoding"] == "gzip" and gzip.decompress(packed.data) == plain.data
