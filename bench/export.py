@@ -7,7 +7,8 @@ server, seeds one large partition next to other partitions with COPY, then measu
 
 1. the baseline: ``COPY (SELECT raw FROM resource WHERE partition ...) TO STDOUT`` of the export's rows;
 2. the export from kick-off (the snapshot instant) to a complete manifest with every file in S3, with one
-   and with two worker processes running the export Processor, and each worker's peak RSS;
+   and with two worker processes running the export Processor, and each worker's peak RSS, with plain and
+   with gzip-compressed objects (``export_gzip``);
 3. the same at a quarter of the size (peak RSS must stay flat);
 4. an export of ``--big`` resources of ``--big-mb`` MB each.
 """
@@ -198,10 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             copy_rate = rows / seconds
             print(f"\n## partition {name}: {rows:,} resources, {_mb(size)}")
             print(f"COPY TO STDOUT baseline: {seconds:.2f}s, {copy_rate:,.0f} resources/s")
-            for workers in (1, 2):
-                run = run_export(settings, name, workers)
+            for workers, packed in ((1, False), (2, False), (1, True), (2, True)):
+                run = run_export(replace(settings, export_gzip=packed), name, workers)
                 print(
-                    f"export, {workers} worker process(es): {run.resources:,} resources "
+                    f"export{' (gzip objects)' if packed else ''}, {workers} worker process(es): "
+                    f"{run.resources:,} resources "
                     f"in {run.files} files, "
                     f"{run.seconds:.2f}s (of which {run.planning_seconds:.2f}s snapshot and planning), "
                     f"{run.rate:,.0f} resources/s, ratio {run.rate / copy_rate:.2f}x COPY, "
@@ -219,10 +221,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"COPY TO STDOUT baseline: {seconds:.2f}s, {rows / seconds:,.0f} resources/s, "
                 f"{total / seconds / 1e6:.0f} MB/s"
             )
-            for workers in (1, 2):
-                run = run_export(replace(settings), "bench-big", workers)
+            for workers, packed in ((1, False), (2, False), (1, True), (2, True)):
+                run = run_export(replace(settings, export_gzip=packed), "bench-big", workers)
                 print(
-                    f"export, {workers} worker process(es): {run.resources:,} resources "
+                    f"export{' (gzip objects)' if packed else ''}, {workers} worker process(es): "
+                    f"{run.resources:,} resources "
                     f"in {run.files} files, "
                     f"{run.seconds:.2f}s, {run.rate:,.1f} resources/s "
                     f"({total / run.seconds / 1e6:.0f} MB/s), "
