@@ -25,7 +25,15 @@ from core.fhirtypes import resource_types
 from core.settings import Settings
 from orchestrator.registry import register_planner
 from storage import Database
-from storage.export_reader import ExportWindow, existing_ids, partition_id, plan_ranges, wait_for_writers
+from storage.export_reader import (
+    ExportRange,
+    ExportWindow,
+    existing_ids,
+    partition_id,
+    plan_ranges,
+    types_present,
+    wait_for_writers,
+)
 
 log = logging.getLogger(__name__)
 KIND = "export"
@@ -129,12 +137,43 @@ def settle(transaction_time: str, database: Database, partition: str) -> None:
             )
 
 
+def _ranges(ctx: PlanContext, spec: ExportSpec, window: ExportWindow) -> list[ExportRange] | None:
+    """Return the type x surrogate-range slices of the export (None when the partition does not exist)."""
+    with ctx.database.unit_of_work(ctx.partition) as uow:
+        pid = partition_id(uow, ctx.partition)
+        if pid is None:
+            return None
+        return plan_ranges(
+            uow,
+            pid,
+            export_types(spec),
+            window,
+            LAST_ID,
+            chunk_bytes=ctx.settings.export_chunk_bytes,
+            max_rows=MAX_ROWS_PER_JOB,
+        )
+
+
+def _first_rows_of_types(ctx: PlanContext, types: list[str], ranges: list[ExportRange]) -> list[ExportRange]:
+    """Return a whole-range slice for each type whose first rows committed while the snapshot settled."""
+    missing = sorted(set(types) - {r.resource_type for r in ranges})
+    if not missing:
+        return []
+    with ctx.database.unit_of_work(ctx.partition) as uow:
+        pid = partition_id(uow, ctx.partition)
+        present = types_present(uow, pid, missing) if pid is not None else set()
+    return [ExportRange(rtype, 1, LAST_ID, 0, 0) for rtype in sorted(present)]
+
+
 def plan_export(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
-    """Return the processing-job definitions of an export: one per type and surrogate-id range."""
+    """Return the processing-job definitions of an export: one per type and surrogate-id range.
+
+    The byte-sizing pass runs before the snapshot settles (overlapping the wait): its ranges cover every
+    surrogate id up to ``LAST_ID``, so rows committed during the wait are inside some range all the same.
+    """
     definition: dict[str, Any] = job.definition
     spec = ExportSpec.from_json(definition["spec"])
     when = str(definition["transaction_time"])
-    settle(when, ctx.database, ctx.partition)
     window = ExportWindow(
         snapshot=parse_instant(when),
         since=parse_instant(spec.since) if spec.since else None,
@@ -145,19 +184,17 @@ def plan_export(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
     if spec.notes:
         parts.append({**base, "part": "notes", "notes": list(spec.notes)})
     types = export_types(spec)
-    with ctx.database.unit_of_work(ctx.partition) as uow:
-        pid = partition_id(uow, ctx.partition)
-        if pid is None or (spec.level == GROUP and not spec.patients):
+    if spec.level == GROUP and not spec.patients:
+        return parts
+    ranges = _ranges(ctx, spec, window)
+    settle(when, ctx.database, ctx.partition)
+    if ranges is None:
+        # The partition may have been created by a write that committed during the wait.
+        ranges = _ranges(ctx, spec, window)
+        if ranges is None:
             return parts
-        ranges = plan_ranges(
-            uow,
-            pid,
-            types,
-            window,
-            LAST_ID,
-            chunk_bytes=ctx.settings.export_chunk_bytes,
-            max_rows=MAX_ROWS_PER_JOB,
-        )
+    else:
+        ranges += _first_rows_of_types(ctx, types, ranges)
     counters: dict[str, int] = {}
     for r in ranges:
         counters[r.resource_type] = counters.get(r.resource_type, 0) + 1

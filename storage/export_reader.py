@@ -381,6 +381,20 @@ def deleted_resources(
         yield str(rtype), str(rid)
 
 
+def types_present(uow: UnitOfWork, pid: int, types: Sequence[str]) -> set[str]:
+    """Return which of ``types`` have any row in the partition (one index probe per type)."""
+    if not types:
+        return set()
+    rows = uow.session.execute(
+        text(
+            "SELECT t FROM unnest(CAST(:types AS text[])) AS t WHERE EXISTS ("
+            "SELECT 1 FROM resource r WHERE r.partition_id = :pid AND r.resource_type = t)"
+        ),
+        {"types": list(types), "pid": pid},
+    )
+    return {str(row[0]) for row in rows}
+
+
 def existing_ids(uow: UnitOfWork, pid: int, rtype: str, ids: Sequence[str]) -> set[str]:
     """Return which of ``ids`` are live resources of ``rtype`` in the partition."""
     if not ids:

@@ -19,9 +19,11 @@ from flask.testing import FlaskClient
 from core.exportspec import ExportSpec
 from core.fhirdates import format_instant
 from core.settings import Settings
+from orchestrator import export as export_planner
 from orchestrator.export import finish_export, plan_export
 from storage import Database
-from storage.objectstore import S3ObjectStore
+from storage.bulkwrite import stamp_new, write_new_resources
+from storage.objectstore import ObjectStore, S3ObjectStore
 from tests.support.fhir import base, put
 from workers.export import process_export
 
@@ -33,7 +35,7 @@ class Ctx:
     partition: str
     settings: Settings
     database: Database
-    object_store: S3ObjectStore
+    object_store: ObjectStore
     job_id: str = field(default_factory=lambda: secrets.token_hex(8))
     beats: list[dict[str, Any]] = field(default_factory=list)
 
@@ -178,3 +180,26 @@ def test_lenient_notes_become_informational_outcomes_in_the_error_files(partitio
     outcome = orjson.loads(lines["OperationOutcome"][0])
     assert outcome["issue"][0]["severity"] == "information" and "_foo" in outcome["issue"][0]["diagnostics"]
     assert result["error"][0]["count"] == 1
+
+
+def test_a_type_whose_first_rows_commit_while_the_snapshot_settles_is_still_exported(
+    client: FlaskClient, partition: str, ctx_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a partition with Patients only, and a snapshot instant T
+    put(client, f"{base(partition)}/Patient/a", {"resourceType": "Patient", "id": "a"})
+    snapshot = datetime.now(UTC)
+    real_settle = export_planner.settle
+
+    def settle_with_a_late_commit(when: str, database: Database, name: str) -> None:
+        # When the first Observation, stamped at T, commits while the planner waits for the snapshot to settle
+        stamped = stamp_new(
+            {"resourceType": "Observation", "id": "late", "status": "final", "code": {"text": "x"}}, snapshot
+        )
+        write_new_resources(database, name, [stamped], index=False)
+        real_settle(when, database, name)
+
+    monkeypatch.setattr(export_planner, "settle", settle_with_a_late_commit)
+    _, lines = run_export(ctx_for(partition), at=snapshot)
+    # Then it is in the export with the Patient
+    assert [orjson.loads(x)["id"] for x in lines["Observation"]] == ["late"]
+    assert [orjson.loads(x)["id"] for x in lines["Patient"]] == ["a"]
