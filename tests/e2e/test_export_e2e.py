@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from api import create_app
+from api.cli import main
 from storage import Database
 from storage.bulkwrite import stamp_new, write_new_resources
 from storage.jobs import JobQueue
@@ -278,3 +283,37 @@ def test_a_since_export_from_the_transaction_time_picks_up_exactly_what_changed(
     assert [e["request"] for d in deletions for e in d["entry"]] == [
         {"method": "DELETE", "url": "Observation/o2"}
     ]
+
+
+def test_the_export_command_downloads_every_file_of_a_live_export_and_checks_the_counts(
+    cluster: JobCluster,
+    database: Database,
+    object_store: S3ObjectStore,
+    partition: str,
+    other_partition: str,
+    tmp_path: Path,
+) -> None:
+    # Given a partition next to another with the same ids, and the API served over HTTP on 127.0.0.1
+    expected = seed(database, partition, "mine", 40)
+    seed(database, other_partition, "theirs", 40)
+    app = create_app(replace(cluster.settings, public_base_url=None), database=database)
+    app.extensions["bulkhead.objectstore"] = object_store
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # When `bulkhead export` runs against the partition's base
+        base_url = f"http://127.0.0.1:{server.server_port}/partitions/{partition}"
+        out = tmp_path / "out"
+        result = CliRunner().invoke(
+            main, ["export", "--base", base_url, "--out", str(out)], catch_exceptions=False
+        )
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    # Then it exits 0 and the files it wrote hold the partition's resources, once each, and nothing else
+    assert result.exit_code == 0, result.output
+    assert "80 resources" in result.output
+    lines = [orjson.loads(x) for f in sorted(out.rglob("*.ndjson")) for x in f.read_bytes().splitlines()]
+    assert Counter((r["resourceType"], r["id"]) for r in lines) == Counter(expected)
+    assert {marker_of(r) for r in lines} == {"mine"}
