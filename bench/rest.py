@@ -277,6 +277,9 @@ def report(rows: list[Row], counts: dict[str, int], note: str, rss: int, command
         "Baselines, same run and concurrency: the same lookup (or INSERT of the same row) done directly with "
         "psycopg as the same role; and the floor request, `GET` of an unknown resource type (404 before any "
         "resource lookup): HTTP, the framework, the security hooks and the audit row every request writes.",
+        "Reading it: p50 / psycopg is what HTTP, the framework, the unit of work and the security hooks add "
+        "to the bare lookup; p50 / floor is what the operation costs beyond a request that does no resource "
+        "work. Gunicorn serves 8 requests at a time, so at 32 clients most of the latency is queueing.",
         "",
         body,
     ]
