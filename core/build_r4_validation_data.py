@@ -1,6 +1,6 @@
 """Build ``core/data/r4_validation.json.gz`` from the official FHIR R4 (4.0.1) definitions.
 
-Usage: ``.venv/bin/python tools/build_r4_validation_data.py /path/to/hl7.fhir.r4.examples/package``
+Usage: ``.venv/bin/python -m core.build_r4_validation_data /path/to/hl7.fhir.r4.examples/package``
 
 The npm package ``hl7.fhir.r4.examples`` 4.0.1 (CC0) carries every StructureDefinition, ValueSet and
 CodeSystem of R4. From them this script writes one compact table that ``core/r4structure.py`` walks:
@@ -178,8 +178,8 @@ def r4b_differences(types: dict[str, Any], resources: list[str]) -> tuple[list[s
                 if found:
                     return found
             return None
-        name = getattr(annotation, "__name__", None)
-        if name and name.endswith("Type") and name not in {"NoneType"}:
+        name = str(getattr(annotation, "__name__", ""))
+        if name.endswith("Type") and name != "NoneType":
             return name[:-4]
         return None
 
