@@ -5,11 +5,25 @@ from __future__ import annotations
 from types import TracebackType
 
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, ServiceUnavailable
 from storage.repository import ResourceRepository
+
+# Deadlock, serialization failure and lock timeout: the transaction lost a race with another one and can
+# simply be retried, so the client hears 409 (as for a unique violation), never 500.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+_CONFLICT = "A concurrent change conflicted with this one; try again"
+
+
+def _lost_a_race(exc: BaseException | None) -> bool:
+    """Return whether ``exc`` is a database error that a retry of the same transaction would resolve."""
+    if isinstance(exc, IntegrityError):
+        return True
+    if isinstance(exc, OperationalError):
+        return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+    return False
 
 
 class UnitOfWork:
@@ -42,9 +56,11 @@ class UnitOfWork:
         """Commit the transaction and start a new one in the same partition."""
         try:
             self.session.commit()
-        except IntegrityError as exc:
+        except (IntegrityError, OperationalError) as exc:
             self.session.rollback()
-            raise Conflict("A concurrent change conflicted with this one; try again") from exc
+            if _lost_a_race(exc):
+                raise Conflict(_CONFLICT) from exc
+            raise
         self._set_partition()
 
     def rollback(self) -> None:
@@ -61,7 +77,7 @@ class UnitOfWork:
         finally:
             self._session.close()
             self._session = None
-        if isinstance(exc, IntegrityError):
-            raise Conflict("A concurrent change conflicted with this one; try again") from exc
+        if _lost_a_race(exc):
+            raise Conflict(_CONFLICT) from exc
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             raise ServiceUnavailable("The database connection was lost; try again") from exc
