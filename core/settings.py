@@ -88,7 +88,7 @@ class Settings:
     import_max_line_bytes: int = 64 * 1024 * 1024
     import_max_concurrent_per_partition: int = 2
     reindex_chunk_rows: int = 50_000
-    reindex_batch_size: int = 2000
+    reindex_batch_size: int = 5000
     bulk_edit_chunk_rows: int = 10_000
     bulk_edit_batch_size: int = 500
 

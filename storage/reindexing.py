@@ -32,34 +32,57 @@ class Batch:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def reindex_batch(uow: UnitOfWork, rtype: str, after: int, high: int, limit: int) -> Batch | None:
-    """Reindex up to ``limit`` live current ``rtype`` versions with ids in ``(after, high]``; None: done."""
+# A batch stops at this many bytes of stored JSON even when fewer than ``limit`` rows were read, so that a
+# partition of large resources (documents, binaries) cannot make a batch hold gigabytes.
+BATCH_BYTES = 32 * 1024 * 1024
+
+
+def reindex_batch(
+    uow: UnitOfWork, rtype: str, after: int, high: int, limit: int, max_bytes: int = BATCH_BYTES
+) -> Batch | None:
+    """Reindex up to ``limit`` live current ``rtype`` versions with ids in ``(after, high]``; None: done.
+
+    Rows stream from a server-side cursor and the batch ends early once ``max_bytes`` of JSON were read.
+    The transaction commits asynchronously (``synchronous_commit off``): a batch lost in a crash is
+    re-read when the range runs again, and the job's own completion is a synchronous commit that flushes
+    every batch before it.
+    """
     pid = uow.resources.partition_id()
     if pid is None:
         return None
-    rows = uow.session.execute(
+    uow.session.execute(text("SET LOCAL synchronous_commit TO off"))
+    result = uow.session.execute(
         text(
             "SELECT surrogate_id, resource_id, raw FROM resource"
             " WHERE partition_id = :pid AND resource_type = :t AND NOT is_history AND NOT is_deleted"
             " AND surrogate_id > :after AND surrogate_id <= :high"
             " ORDER BY surrogate_id LIMIT :limit"
-        ),
+        ).execution_options(stream_results=True, yield_per=500),
         {"pid": pid, "t": rtype, "after": after, "high": high, "limit": limit},
-    ).all()
-    if not rows:
-        return None
+    )
     registry = registry_for(uow.session, pid)
     index = IndexRows()
-    batch = Batch(last=int(rows[-1][0]))
+    batch: Batch | None = None
     done: list[int] = []
-    for sid, rid, raw in rows:
-        try:
-            resource = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            batch.failed.append((rid, f"the stored JSON does not parse: {exc}"))
-            continue
-        index_rows_for(rtype, sid, pid, resource, registry=registry, into=index)
-        done.append(sid)
+    read = 0
+    try:
+        for sid, rid, raw in result:
+            batch = batch or Batch(last=int(sid))
+            batch.last = int(sid)
+            read += len(raw)
+            try:
+                resource = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                batch.failed.append((rid, f"the stored JSON does not parse: {exc}"))
+            else:
+                index_rows_for(rtype, sid, pid, resource, registry=registry, into=index)
+                done.append(sid)
+            if read >= max_bytes:
+                break
+    finally:
+        result.close()
+    if batch is None:
+        return None
     unindex_resources(uow.session, done)
     write_index(uow.session, index)
     batch.reindexed = len(done)

@@ -17,6 +17,7 @@ from orchestrator.reindex import finish_reindex, plan_reindex
 from storage import Database
 from storage.custom_params import list_custom
 from storage.objectstore import S3ObjectStore
+from storage.reindexing import reindex_batch
 from tests.support.fhir import base, put
 from tests.support.run_inline import InlineContext, run_inline
 from workers.reindex import process_reindex
@@ -161,3 +162,26 @@ def test_an_unusable_search_parameter_is_reported_and_skipped(
     result = reindex(small, database, object_store, partition)
     assert result["searchParameters"]["activated"] == []
     assert any("composite" in r for r in result["searchParameters"]["rejected"])
+
+
+def test_a_reindex_batch_stops_at_its_byte_budget_and_the_next_batch_goes_on_from_there(
+    client: FlaskClient, database: Database, partition: str
+) -> None:
+    # Given six patients of about 2 KB each
+    for i in range(6):
+        body = {"resourceType": "Patient", "id": f"b{i}", "name": [{"family": "F" * 2000}]}
+        assert put(client, f"{base(partition)}/Patient/b{i}", body).status_code == 201
+    # When batches of at most 100 rows but only 5 KB of JSON run one after the other
+    sizes, after = [], 0
+    while True:
+        with database.unit_of_work(partition) as uow:
+            batch = reindex_batch(uow, "Patient", after, 2**62, 100, max_bytes=5000)
+            if batch is None:
+                break
+            uow.commit()
+        sizes.append(batch.reindexed)
+        after = batch.last
+    # Then each batch holds three resources (the one that crosses the budget included) and none is skipped
+    assert sizes == [3, 3]
+    status, ids = search_ids(client, partition, "family=FFF")
+    assert status == 200 and ids == [f"b{i}" for i in range(6)]
