@@ -159,12 +159,13 @@ def status(partition: str, job_id: str) -> Response:
 @bp.delete(_STATUS)
 def cancel(partition: str, job_id: str) -> Response:
     """Cancel a running export, or release a finished one (its files are deleted); later polls are 404."""
+    running = jobs_api.status(_db(), partition, job_id, kind=KIND).state in ACTIVE
     jobs_api.cancel(_db(), partition, job_id, kind=KIND, settings=_settings())
     _store().delete_prefix(_store().job_prefix(partition, job_id))
     body = operation_outcome(
         [
             Issue(
-                f"Export {job_id} cancelled; its files are deleted",
+                f"Export {job_id} {'cancelled' if running else 'released'}; its files are deleted",
                 code="informational",
                 severity="information",
             )

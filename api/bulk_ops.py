@@ -33,6 +33,7 @@ from core.fhirdates import format_instant
 from core.fhirpatch import parse_patch
 from core.fhirtypes import resource_types
 from core.importspec import parse_import
+from core.jobs import ACTIVE_STATUSES
 from orchestrator import service
 from orchestrator.bulk_edit import DELETE, UPDATE, committed_counts
 from orchestrator.bulk_edit import check_search as check_bulk_search
@@ -199,16 +200,20 @@ def _status(partition: str, kind: str, job_id: str) -> Response:
 
 
 def _cancel(partition: str, kind: str, job_id: str) -> Response:
+    running = service.status(common.db(), partition, job_id, kind=kind).state in ACTIVE_STATUSES
     service.cancel(common.db(), partition, job_id, kind=kind, settings=common.settings())
+    # A finished job is only released: what it did stays; its status and files go.
     message = f"{_WHAT[kind]} {job_id} cancelled"
+    if not running:
+        message = f"{_WHAT[kind]} {job_id} released; its files are deleted, what it did stays"
     if kind in (UPDATE, DELETE):
         counts = committed_counts(common.db(), partition, job_id)
         done = ", ".join(f"{c} {t}" for t, c in sorted(counts.items())) or "no resource"
         verb = "updated" if kind == UPDATE else "deleted"
-        message += f"; changes already committed stay: {done} {verb}"
-    elif kind == IMPORT:
+        message += f"; {'changes already committed stay: ' if running else ''}{done} {verb}"
+    elif running and kind == IMPORT:
         message += "; batches already committed stay imported (running the import again completes it)"
-    elif kind == REINDEX:
+    elif running and kind == REINDEX:
         message += "; new search parameters stay unsearchable until a reindex completes"
     store = common.store()
     store.delete_prefix(store.job_prefix(partition, job_id))

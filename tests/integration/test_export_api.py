@@ -252,6 +252,22 @@ def test_delete_answers_202_then_every_poll_and_file_is_404(
     assert api.get(file_url).status_code == 404
 
 
+def test_deleting_a_completed_export_says_it_was_released_and_a_running_one_that_it_was_cancelled(
+    bulk: BulkApi, api: FlaskClient, partition: str
+) -> None:
+    # Given a completed export and one still queued
+    seed(api, partition, "female")
+    finished = path_of(kick_off(api, partition))
+    assert bulk.finish(BASE + finished).status_code == 200
+    queued = path_of(kick_off(api, partition))
+    # When both status URLs are deleted
+    released, cancelled = api.delete(finished), api.delete(queued)
+    # Then each answer says what happened to its job
+    assert released.status_code == cancelled.status_code == 202
+    assert "released" in released.get_json()["issue"][0]["diagnostics"]
+    assert "cancelled" in cancelled.get_json()["issue"][0]["diagnostics"]
+
+
 def test_the_concurrent_export_limit_of_a_partition_is_a_429_with_retry_after(
     api: FlaskClient, partition: str, other_partition: str
 ) -> None:

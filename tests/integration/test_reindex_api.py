@@ -88,6 +88,25 @@ def test_a_partitions_new_search_parameter_works_there_after_its_reindex_job_com
     assert api.client.get(api.path(location).replace(partition, other_partition, 1)).status_code == 404
 
 
+def test_deleting_a_completed_reindex_says_it_was_released_and_its_parameter_stays_searchable(
+    api: BulkApi, partition: str
+):
+    # Given a completed reindex that activated a partition's own parameter
+    assert api.put(f"{base(partition)}/Patient/c0", patient(0, "Oslo")).status_code == 201
+    api.put(f"{base(partition)}/SearchParameter/birth-city", BIRTH_PLACE)
+    location = api.post(f"{base(partition)}/$reindex", {"resourceType": "Parameters", "parameter": []})
+    done = api.finish(location.headers["Content-Location"])
+    assert done.status_code == 200
+    # When its status URL is deleted
+    response = api.client.delete(api.path(location.headers["Content-Location"]))
+    # Then the answer says the job was released (not that parameters stay unsearchable), and they still work
+    assert response.status_code == 202
+    text = response.get_json()["issue"][0]["diagnostics"]
+    assert "released" in text and "unsearchable" not in text and "cancelled" not in text
+    assert found(api, partition, "birth-city=Oslo") == (200, ["c0"])
+    assert api.client.get(api.path(location.headers["Content-Location"])).status_code == 404
+
+
 def test_a_server_wide_reindex_starts_one_job_per_partition(
     api: BulkApi, partition: str, other_partition: str
 ):
