@@ -20,6 +20,8 @@ import requests
 from tqdm import tqdm
 
 from api.export_client import progress_fraction
+from api.supervisor import with_running_serve
+from core.errors import BulkheadError
 from core.partition import DEFAULT_PARTITION, validate_partition_name
 from core.settings import Settings
 from storage.objectstore import ObjectStore, object_store_from_settings
@@ -105,9 +107,19 @@ class BulkImportClient:
             path = Path(source)
             if not path.is_file():
                 raise ImportFailed(f"{source} is neither a file nor an s3:// or http(s):// URL")
-            config = settings or Settings.from_env()
-            store = store or object_store_from_settings(config)
-            urls.append(upload(path, store, partition_of(self.base)))
+            if store is None:
+                config = settings or with_running_serve(Settings.from_env())
+                if not config.s3_endpoint_url:
+                    raise ImportFailed(
+                        f"{source} is a local file: it is uploaded to the object store first, and none is "
+                        "configured here (run the command in the directory of the running 'bulkhead serve', "
+                        "set BULKHEAD_S3_ENDPOINT_URL and its keys, or give an s3:// or http(s):// URL)"
+                    )
+                store = object_store_from_settings(config)
+            try:
+                urls.append(upload(path, store, partition_of(self.base)))
+            except BulkheadError as exc:
+                raise ImportFailed(f"uploading {source} failed: {exc}") from exc
         return urls
 
     def body(self, urls: list[str]) -> dict[str, Any]:

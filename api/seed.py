@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -13,7 +12,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from api.supervisor import read_runtime
+from api.supervisor import running_runtime
 from core.errors import BulkheadError
 from core.partition import DEFAULT_PARTITION
 from core.settings import Settings
@@ -27,17 +26,8 @@ log = logging.getLogger(__name__)
 
 def _running_serve_url(data_dir: Path) -> str | None:
     """Return the database URL a running ``bulkhead serve`` recorded in ``data_dir``, if one runs."""
-    runtime = read_runtime(data_dir)
-    if not runtime or not runtime.get("BULKHEAD_DATABASE_URL"):
-        return None
-    try:
-        pid = int(runtime.get("pid") or 0)
-        if pid <= 0:
-            return None
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError, PermissionError):
-        return None
-    return runtime["BULKHEAD_DATABASE_URL"]
+    runtime = running_runtime(data_dir)
+    return runtime.get("BULKHEAD_DATABASE_URL") or None if runtime else None
 
 
 @contextmanager

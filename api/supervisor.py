@@ -383,9 +383,11 @@ class Supervisor:
         if self.s3 is not None:
             self.s3.stop()
             self.s3 = None
-        with contextlib.suppress(FileNotFoundError):
-            (self.data_dir / RUNTIME_FILE).unlink()
         if self._lock is not None:
+            # Only the serve that holds the lock wrote the runtime file: one refused at start-up leaves
+            # the running one's file alone.
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / RUNTIME_FILE).unlink()
             self._lock.close()
             self._lock = None
 
@@ -466,3 +468,30 @@ def read_runtime(data_dir: Path) -> dict[str, str] | None:
     except (FileNotFoundError, ValueError):
         return None
     return {str(k): str(v) for k, v in doc.items()}
+
+
+def running_runtime(data_dir: Path) -> dict[str, str] | None:
+    """Return the runtime record of the ``bulkhead serve`` running in ``data_dir``; None if none runs."""
+    runtime = read_runtime(data_dir)
+    if not runtime:
+        return None
+    try:
+        pid = int(runtime.get("pid") or 0)
+        if pid <= 0:
+            return None
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        return None
+    return runtime
+
+
+def with_running_serve(settings: Settings) -> Settings:
+    """Return ``settings`` completed with the object store of the ``bulkhead serve`` running in its data
+    directory, when the environment names none (so local commands reach the embedded S3 server)."""
+    if settings.s3_endpoint_url:
+        return settings
+    runtime = running_runtime(settings.data_dir.resolve())
+    if not runtime or not runtime.get("BULKHEAD_S3_ENDPOINT_URL"):
+        return settings
+    environ = {**os.environ, **{k: v for k, v in runtime.items() if k.startswith("BULKHEAD_S3_")}}
+    return Settings.from_env(environ)
