@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -50,6 +49,38 @@ _RESTART_WINDOW = 60.0
 
 class ServeError(RuntimeError):
     """``bulkhead serve`` cannot start or keep running."""
+
+
+class StopFlag:
+    """A stop request that a signal handler may set: it takes no lock.
+
+    ``threading.Event.set`` takes the event's lock; a handler that runs while the main thread holds it (inside
+    ``Event.wait``), or that interrupts another handler's ``set``, waits for itself forever: ``serve`` then
+    ignores every later Ctrl-C or SIGTERM. Waiting here is sleeping in short steps, which a signal interrupts.
+    """
+
+    _STEP = 0.05
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        """Record the request (one attribute store: safe in a signal handler, at any point)."""
+        self._set = True
+
+    def is_set(self) -> bool:
+        """Return whether a stop was requested."""
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the request; return whether it came."""
+        deadline = time.monotonic() + timeout
+        while not self._set:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, self._STEP))
+        return True
 
 
 class StopRequested(Exception):
@@ -104,7 +135,7 @@ class Supervisor:
         self.children: list[Child] = []
         self.placements: list[Placement] = []
         self.environ: dict[str, str] = {}
-        self.stopping = threading.Event()
+        self.stopping = StopFlag()
         self._lock: IO[str] | None = None
 
     def request_stop(self) -> None:
@@ -402,7 +433,7 @@ def _gunicorn_extras() -> list[str]:
 
 
 def _wait_for_metadata(
-    process: ManagedProcess, settings: Settings, *, timeout: float, stopping: threading.Event
+    process: ManagedProcess, settings: Settings, *, timeout: float, stopping: StopFlag
 ) -> None:
     """Wait until ``GET /metadata`` answers (any status: the application is loaded and serving)."""
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)

@@ -86,3 +86,44 @@ def test_free_ports_are_never_handed_out_twice_or_when_reserved() -> None:
     # Then none repeats an earlier one or the reserved one
     assert len(set(first + second)) == 70
     assert first[0] + 1 not in second
+
+
+def test_serve_takes_every_stop_signal_even_when_signals_arrive_in_a_burst(tmp_path: Path) -> None:
+    # Given a process wired like `bulkhead serve` (a handler calling request_stop, a main loop waiting on the
+    # supervisor's stop flag) that receives a signal about every millisecond for two seconds
+    script = textwrap.dedent(
+        """
+        import os, signal, subprocess, sys, time
+        from core.settings import Settings
+        from api.supervisor import Supervisor
+        supervisor = Supervisor(Settings())
+        handled = 0
+        def stop(signum, frame):
+            global handled
+            handled += 1
+            supervisor.request_stop()
+        signal.signal(signal.SIGUSR1, stop)
+        burst = (
+            "import os, signal, time\\n"
+            f"for _ in range(2000):\\n    os.kill({os.getpid()}, signal.SIGUSR1)\\n    time.sleep(0.001)\\n"
+        )
+        sender = subprocess.Popen([sys.executable, "-c", burst])
+        waits = 0
+        while sender.poll() is None:
+            supervisor.stopping = type(supervisor.stopping)()
+            while not supervisor.stopping.wait(0.0002) and sender.poll() is None:
+                waits += 1
+        print("handled", handled, "waits", waits, flush=True)
+        """
+    )
+    # When it runs
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+    except subprocess.TimeoutExpired as exc:
+        # (the process is killed by subprocess.run)
+        raise AssertionError("a stop signal's handler waited for a lock forever") from exc
+    # Then every signal was handled and the process ended by itself
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("handled ")
