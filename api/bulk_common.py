@@ -92,13 +92,20 @@ def expires(expires_at: datetime | None, ended_at: datetime | None) -> datetime:
     return (ended_at or datetime.now(UTC)) + timedelta(hours=settings().job_expiry_hours)
 
 
+def in_progress(progress_text: str) -> Response:
+    """Return the answer to a poll of a running job: 202, empty, with X-Progress and Retry-After."""
+    headers = {"X-Progress": progress_text[:99], "Retry-After": str(RETRY_AFTER_SECONDS)}
+    response = Response(b"", status=202, headers=headers)
+    del response.headers["Content-Type"]  # no body: not Flask's default text/html
+    return response
+
+
 def status_response(
     view: JobStatusView, what: str, result: Callable[[dict[str, Any]], dict[str, Any]]
 ) -> Response:
     """Answer a poll: 202 while running, 200 with ``result(view.result)``, or the failure's outcome."""
     if view.state in ACTIVE_STATUSES:
-        headers = {"X-Progress": view.progress_text[:99], "Retry-After": str(RETRY_AFTER_SECONDS)}
-        return Response(b"", status=202, headers=headers)
+        return in_progress(view.progress_text)
     if view.state == JobStatus.COMPLETED:
         headers = {"Expires": http_date(expires(view.expires_at, view.ended_at))}
         return Response(dumps(result(view.result or {})), 200, headers, content_type="application/json")

@@ -17,6 +17,7 @@ from api.bulk_common import accepts_gzip as _accepts_gzip
 from api.bulk_common import db as _db
 from api.bulk_common import gzip_stream as _gzip
 from api.bulk_common import http_date as _http_date
+from api.bulk_common import in_progress as _in_progress
 from api.bulk_common import own_path as _own_path
 from api.bulk_common import settings as _settings
 from api.bulk_common import store as _store
@@ -37,7 +38,6 @@ from storage.export_gzip import GZIP, inflate
 log = logging.getLogger(__name__)
 bp = Blueprint("bulk_export", __name__)
 NDJSON = "application/fhir+ndjson"
-RETRY_AFTER_SECONDS = 2
 _STATUS = "/_operations/export/<job_id>"
 
 
@@ -143,8 +143,7 @@ def status(partition: str, job_id: str) -> Response:
     """Report an export: 202 while it runs, 200 with the manifest, 4xx/5xx with an OperationOutcome."""
     view = jobs_api.status(_db(), partition, job_id, kind=KIND)
     if view.state in ACTIVE:
-        headers = {"X-Progress": view.progress_text[:99], "Retry-After": str(RETRY_AFTER_SECONDS)}
-        return Response(b"", status=202, headers=headers)
+        return _in_progress(view.progress_text)
     if view.state == "completed":
         headers = {"Expires": _http_date(_expires(view))}
         return Response(

@@ -288,6 +288,8 @@ def test_a_running_export_answers_202_with_progress_and_retry_after(api: FlaskCl
     # Then it is still running
     assert resp.status_code == 202
     assert resp.headers["Retry-After"].isdigit() and resp.headers["X-Progress"]
+    # And its empty answer claims no content type (it used to say text/html)
+    assert resp.data == b"" and "Content-Type" not in resp.headers
 
 
 def test_operations_lists_only_this_partitions_jobs(
