@@ -20,6 +20,7 @@ from core.settings import Settings
 from orchestrator.registry import load_planner_modules
 from orchestrator.sweeper import Sweeper
 from workers.broker import ORCHESTRATOR_QUEUE, broker_description, broker_queue
+from workers.metrics import boot_metrics
 from workers.registry import load_operation_modules, modules_from_setting
 from workers.runtime import worker_resources
 
@@ -54,6 +55,7 @@ def run_orchestrator(
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, _stop)
+    boot_metrics(broker)
     worker = dramatiq.Worker(
         broker,
         queues={broker_queue(settings, ORCHESTRATOR_QUEUE)},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
 
@@ -33,3 +34,16 @@ def prometheus_middleware() -> list[Middleware]:
             return list(super().forks) if os.environ.get("dramatiq_prom_port") else []  # noqa: SIM112
 
     return [SharedPrometheus()]
+
+
+def boot_metrics(broker: Broker) -> None:
+    """Create the Prometheus middleware's metrics in a process the Dramatiq CLI did not boot.
+
+    Dramatiq's middleware makes its metrics in ``after_process_boot``, which only its CLI's worker processes
+    emit; in ``bulkhead orchestrator`` every message otherwise logged a CRITICAL AttributeError.
+    """
+    from dramatiq.middleware.prometheus import Prometheus
+
+    for middleware in broker.middleware:
+        if isinstance(middleware, Prometheus):
+            middleware.after_process_boot(broker)  # type: ignore[no-untyped-call]
