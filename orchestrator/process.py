@@ -17,6 +17,7 @@ from types import FrameType
 import dramatiq
 
 from core.settings import Settings
+from core.stopping import StopFlag
 from orchestrator.registry import load_planner_modules
 from orchestrator.sweeper import Sweeper
 from workers.broker import ORCHESTRATOR_QUEUE, broker_description, broker_queue
@@ -47,11 +48,13 @@ def run_orchestrator(
     load_operation_modules(extra)
     load_planner_modules(extra)
     stop = stop or threading.Event()
+    # A signal handler must not call Event.set (it takes a lock the interrupted main thread may hold inside
+    # Event.wait): it raises a lock-free flag, and the loop below watches both.
+    signalled = StopFlag()
     if threading.current_thread() is threading.main_thread():
 
         def _stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal %s: stopping", signum)
-            stop.set()
+            signalled.set()
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, _stop)
@@ -73,9 +76,14 @@ def run_orchestrator(
         sweeper.interval,
     )
     try:
-        while not stop.wait(1.0):
+        while not (signalled.wait(0.5) or stop.is_set()):
             pass
+        log.info("stopping (%s)", "signal" if signalled.is_set() else "stop requested")
     finally:
+        if threading.current_thread() is threading.main_thread():
+            # Stopping already: later signals change nothing (and must not kill the process mid-stop).
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)
         sweeper.stop()
         worker.stop(timeout=int(settings.job_stale_seconds * 1000))
         broker.close()

@@ -76,3 +76,29 @@ def test_the_orchestrator_counts_its_messages_without_logging_middleware_failure
         if sample.name == "dramatiq_messages_total" and sample.labels.get("actor_name") == ORCHESTRATE_ACTOR
     ]
     assert counted and counted[0] >= 1
+
+
+def test_the_orchestrator_stops_on_a_burst_of_signals_without_hanging(cluster: JobCluster) -> None:
+    # Given a running orchestrator that has started consuming
+    orchestrator = cluster.orchestrator()
+    wait_for(
+        lambda: "orchestrator running" in orchestrator.log_tail(),
+        timeout=60,
+        interval=0.2,
+        what="orchestrator start",
+    )
+    assert orchestrator.popen is not None
+    pid = orchestrator.popen.pid
+    # When it receives a stop signal about every millisecond for a second (each handled inside the others)
+    burst = (
+        "import os, signal, time\n"
+        f"for _ in range(1000):\n    os.kill({pid}, signal.SIGHUP)\n    time.sleep(0.001)\n"
+    )
+    subprocess.run([sys.executable, "-c", burst], check=False, timeout=30)
+    # Then it exits by itself, cleanly, within the time a worker stop takes
+    try:
+        code = orchestrator.popen.wait(timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError("the orchestrator hung after stop signals:\n" + orchestrator.log_tail()) from exc
+    assert code == 0, orchestrator.log_tail()
+    assert "orchestrator stopped" in orchestrator.log_tail()
