@@ -159,6 +159,7 @@ class BulkExportClient:
 
             manifest = self.wait(status_url, on_progress)
             bar.n = 100
+            bar.set_postfix_str("complete")
             bar.refresh()
         requires_token = bool(manifest.get("requiresAccessToken"))
         items = [*manifest.get("output", []), *manifest.get("deleted", []), *manifest.get("error", [])]

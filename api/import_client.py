@@ -181,5 +181,6 @@ class BulkImportClient:
 
             result = self.wait(status_url, on_progress)
             bar.n = 100
+            bar.set_postfix_str("complete")
             bar.refresh()
         return result
