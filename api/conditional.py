@@ -1,23 +1,36 @@
-"""Conditional create (``If-None-Exist``): create unless the criteria already match in the partition.
+"""Conditional interactions: create (``If-None-Exist``), update, delete and patch by search criteria.
 
-``find_matching`` and ``conditional_create_in`` need no HTTP request: a transaction Bundle calls them inside
-its own unit of work. They take a transaction-scoped lock on (partition, type, criteria) first, so two
-concurrent conditional creates with the same criteria cannot both create.
+The ``*_in`` functions need no HTTP request: a batch or transaction Bundle calls them inside its own unit of
+work. ``find_matching`` takes a transaction-scoped lock on (partition, type, criteria) first, so two
+concurrent conditional writes with the same criteria cannot both create. The search runs in the unit of
+work's partition only, and criteria that name no search parameter are refused (400): a conditional write
+never means "every resource of the type".
+
+- update: no match → create (with the body's id when it has one, else a server id); one match → update it (a
+  body id other than the match's is a 400); several → 412.
+- delete (single-match semantics): no match → nothing to do; one → delete it; several → 412.
+- patch: no match → 404; one → patch it; several → 412.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from api import service
-from core.errors import InvalidRequest, PreconditionFailed
+from core.errors import InvalidRequest, NotFound, PreconditionFailed
 from core.fhirtypes import require_type
-from storage import StoredVersion, UnitOfWork
+from storage import Database, StoredVersion, UnitOfWork
 from storage.search import find_matching as _find_matching
 from storage.search import lock_condition, query_pairs
 
 if TYPE_CHECKING:
     from flask import Response
+
+    from api.patching import Patch
+
+# Parameters that shape the answer, not the match (``_format``): they do not count as criteria.
+_NOT_CRITERIA = frozenset({"_format", "_pretty"})
 
 
 def find_matching(
@@ -27,7 +40,7 @@ def find_matching(
 
     Takes the condition lock for the rest of the transaction (a create that follows is race-free).
     """
-    if not query_pairs(query):
+    if not [name for name, _ in query_pairs(query) if name.partition(":")[0] not in _NOT_CRITERIA]:
         raise InvalidRequest("The condition names no search parameters")
     lock_condition(uow, rtype, query)
     return _find_matching(uow, rtype, query, base=base, limit=limit)
@@ -49,6 +62,133 @@ def conditional_create_in(
     if found:
         return service.WriteResult(found[0], False)
     return service.create_in(uow, rtype, raw, resource)
+
+
+def _single(uow: UnitOfWork, rtype: str, query: str, what: str, base: str | None) -> StoredVersion | None:
+    found = find_matching(uow, rtype, query, base=base)
+    if len(found) > 1:
+        raise PreconditionFailed(
+            f"Conditional {what} {rtype}?{query} matches more than one resource; it must match at most one"
+        )
+    return found[0] if found else None
+
+
+def conditional_update_target(
+    uow: UnitOfWork, rtype: str, resource: dict[str, Any], query: str, *, base: str | None = None
+) -> str:
+    """Return the id a conditional update writes: the one match's, else the body's id, else a new id."""
+    match = _single(uow, rtype, query, "update", base)
+    body_id = resource.get("id")
+    if match is None:
+        return body_id if isinstance(body_id, str) else str(uuid.uuid4())
+    if body_id is not None and body_id != match.resource_id:
+        raise InvalidRequest(
+            f"The body's id {body_id!r} differs from the id of the resource the criteria match"
+        )
+    return match.resource_id
+
+
+def conditional_update_in(
+    uow: UnitOfWork,
+    rtype: str,
+    raw: bytes,
+    resource: dict[str, Any],
+    query: str,
+    *,
+    base: str | None = None,
+    if_match: int | None = None,
+) -> service.WriteResult:
+    """Update the one resource ``query`` matches, or create one when none does (412 when several do)."""
+    rid = conditional_update_target(uow, rtype, resource, query, base=base)
+    return service.update_in(uow, rtype, rid, raw, {**resource, "id": rid}, if_match=if_match)
+
+
+def conditional_delete_in(
+    uow: UnitOfWork, rtype: str, query: str, *, base: str | None = None, if_match: int | None = None
+) -> StoredVersion | None:
+    """Delete the one resource ``query`` matches; return None when none does (412 when several do)."""
+    match = _single(uow, rtype, query, "delete", base)
+    if match is None:
+        if if_match is not None:
+            raise PreconditionFailed(f"If-Match asked for version {if_match}, but nothing matches")
+        return None
+    return service.delete_in(uow, rtype, match.resource_id, if_match=if_match)
+
+
+def conditional_patch_target(uow: UnitOfWork, rtype: str, query: str, *, base: str | None = None) -> str:
+    """Return the id of the one resource a conditional patch changes (404 when none matches, 412 several)."""
+    match = _single(uow, rtype, query, "patch", base)
+    if match is None:
+        raise NotFound(f"No {rtype} matches the criteria; a conditional patch needs exactly one match")
+    return match.resource_id
+
+
+def conditional_patch_in(
+    uow: UnitOfWork,
+    rtype: str,
+    patch: Patch,
+    query: str,
+    *,
+    base: str | None = None,
+    if_match: int | None = None,
+) -> service.WriteResult:
+    """Patch the one resource ``query`` matches."""
+    rid = conditional_patch_target(uow, rtype, query, base=base)
+    return service.patch_in(uow, rtype, rid, patch, if_match=if_match)
+
+
+def conditional_update(
+    db: Database,
+    partition: str,
+    rtype: str,
+    raw: bytes,
+    resource: dict[str, Any],
+    query: str,
+    *,
+    base: str | None = None,
+    if_match: int | None = None,
+) -> service.WriteResult:
+    """Conditionally update in the partition, in a unit of work of its own."""
+    require_type(rtype)
+    with db.unit_of_work(partition) as uow:
+        result = conditional_update_in(uow, rtype, raw, resource, query, base=base, if_match=if_match)
+        uow.commit()
+    return result
+
+
+def conditional_patch(
+    db: Database,
+    partition: str,
+    rtype: str,
+    patch: Patch,
+    query: str,
+    *,
+    base: str | None = None,
+    if_match: int | None = None,
+) -> service.WriteResult:
+    """Conditionally patch in the partition, in a unit of work of its own."""
+    require_type(rtype)
+    with db.unit_of_work(partition) as uow:
+        result = conditional_patch_in(uow, rtype, patch, query, base=base, if_match=if_match)
+        uow.commit()
+    return result
+
+
+def conditional_delete(
+    db: Database,
+    partition: str,
+    rtype: str,
+    query: str,
+    *,
+    base: str | None = None,
+    if_match: int | None = None,
+) -> StoredVersion | None:
+    """Conditionally delete in the partition, in a unit of work of its own."""
+    require_type(rtype)
+    with db.unit_of_work(partition) as uow:
+        deleted = conditional_delete_in(uow, rtype, query, base=base, if_match=if_match)
+        uow.commit()
+    return deleted
 
 
 def conditional_create(

@@ -1,4 +1,8 @@
-"""The FHIR REST blueprint: read, vread, create, update, delete and history, in one partition."""
+"""The FHIR REST blueprint: read, vread, create, update, patch, delete and history, in one partition.
+
+Conditional update, patch and delete (``PUT/PATCH/DELETE [base]/[type]?criteria``) search in the URL's
+partition only; see ``api/conditional.py`` for their rules.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from api import service
+from api import conditional, service
 from api.errors import operation_outcome
 from api.http import (
     base_url,
@@ -17,6 +21,7 @@ from api.http import (
     resource_response,
     version_headers,
 )
+from api.patching import patch_from_body
 from core.errors import InvalidRequest, Issue
 from core.fhirdates import format_instant, parse_instant
 from storage import Database, StoredVersion
@@ -81,16 +86,68 @@ def update(partition: str, rtype: str, rid: str) -> Response:
     )
 
 
+def _criteria() -> str:
+    """Return the search criteria of a conditional interaction (the URL's query string)."""
+    return request.query_string.decode("utf-8", errors="replace")
+
+
+@bp.put(f"/{RTYPE}")
+def conditional_update(partition: str, rtype: str) -> Response:
+    """Update the one resource the criteria match, or create one when none does (several: 412)."""
+    raw, resource = json_body()
+    query = _criteria()
+    result = conditional.conditional_update(
+        db(), partition, rtype, raw, resource, query, base=base_url(partition), if_match=if_match_version()
+    )
+    return resource_response(
+        result.stored, 201 if result.created else 200, partition, location=result.created
+    )
+
+
+@bp.patch(f"/{RTYPE}/<rid>")
+def patch(partition: str, rtype: str, rid: str) -> Response:
+    """Apply a FHIRPath Patch (application/fhir+json) or a JSON Patch (application/json-patch+json)."""
+    change = patch_from_body(request.mimetype, request.get_data(cache=True))
+    result = service.patch(db(), partition, rtype, rid, change, if_match=if_match_version())
+    return resource_response(result.stored, 200, partition)
+
+
+@bp.patch(f"/{RTYPE}")
+def conditional_patch(partition: str, rtype: str) -> Response:
+    """Patch the one resource the criteria match (none: 404, several: 412)."""
+    change = patch_from_body(request.mimetype, request.get_data(cache=True))
+    query = _criteria()
+    result = conditional.conditional_patch(
+        db(), partition, rtype, change, query, base=base_url(partition), if_match=if_match_version()
+    )
+    return resource_response(result.stored, 200, partition)
+
+
+def _deleted(deleted: StoredVersion | None, done: str, nothing: str) -> Response:
+    headers = version_headers(deleted) if deleted is not None else {}
+    if prefer_return() == "OperationOutcome":
+        text = done if deleted is not None else nothing
+        note = operation_outcome([Issue(text, code="informational", severity="information")])
+        return fhir_response(note, 200, headers)
+    return Response(b"", status=204, headers=headers)
+
+
 @bp.delete(f"/{RTYPE}/<rid>")
 def delete(partition: str, rtype: str, rid: str) -> Response:
     """Delete a resource (a soft delete: history stays); ETag and Last-Modified name the deletion version."""
     deleted = service.delete(db(), partition, rtype, rid, if_match=if_match_version())
-    headers = version_headers(deleted) if deleted is not None else {}
-    if prefer_return() == "OperationOutcome":
-        text = f"{rtype}/{rid} deleted" if deleted is not None else f"{rtype}/{rid} was not there to delete"
-        note = operation_outcome([Issue(text, code="informational", severity="information")])
-        return fhir_response(note, 200, headers)
-    return Response(b"", status=204, headers=headers)
+    return _deleted(deleted, f"{rtype}/{rid} deleted", f"{rtype}/{rid} was not there to delete")
+
+
+@bp.delete(f"/{RTYPE}")
+def conditional_delete(partition: str, rtype: str) -> Response:
+    """Delete the one resource the criteria match (a soft delete); none: 204 all the same; several: 412."""
+    query = _criteria()
+    deleted = conditional.conditional_delete(
+        db(), partition, rtype, query, base=base_url(partition), if_match=if_match_version()
+    )
+    done = f"{rtype}/{deleted.resource_id} deleted" if deleted is not None else ""
+    return _deleted(deleted, done, f"No {rtype} matched the criteria; nothing was deleted")
 
 
 def _history_bundle(

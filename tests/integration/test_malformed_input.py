@@ -75,19 +75,13 @@ CASES = [
     Case("an unknown version", "GET", "/Patient/p1/_history/99", None, 404, "not-found"),
     Case("a version that is not a number", "GET", "/Patient/p1/_history/x", None, 404, "not-found"),
     Case("the history of an unknown id", "GET", "/Patient/nobody/_history", None, 404, "not-found"),
+    # 400: conditional writes without criteria never mean "every resource of the type"
+    Case("DELETE on a type without criteria", "DELETE", "/Patient", None, 400, "invalid"),
+    Case("PUT on a type without criteria", "PUT", "/Patient", PATIENT, 400, "invalid"),
+    Case("DELETE on a type with only _format", "DELETE", "/Patient?_format=json", None, 400, "invalid"),
+    Case("an empty JSON Patch", "PATCH", "/Patient/p1", b"[]", 400, "invalid", "application/json-patch+json"),
     # 405: the interaction does not exist on that path
-    Case("DELETE on a type", "DELETE", "/Patient", None, 405, "not-supported"),
-    Case("PUT on a type", "PUT", "/Patient", PATIENT, 405, "not-supported"),
     Case("POST on an instance", "POST", "/Patient/p1", PATIENT, 405, "not-supported"),
-    Case(
-        "PATCH on an instance",
-        "PATCH",
-        "/Patient/p1",
-        b"[]",
-        405,
-        "not-supported",
-        "application/json-patch+json",
-    ),
     Case("DELETE on the base", "DELETE", "/", None, 405, "not-supported"),
     # 406: a format other than JSON asked for
     Case(
@@ -130,6 +124,7 @@ CASES = [
         "a form", "POST", "/Patient", b"resourceType=Patient", 415, None, "application/x-www-form-urlencoded"
     ),
     Case("XML to the base", "POST", "/", b"<Bundle/>", 415, "not-supported", "application/xml"),
+    Case("a patch as text", "PATCH", "/Patient/p1", b"[]", 415, "not-supported", "text/plain"),
     # 422: well-formed but not a valid resource
     Case(
         "an unknown code",
