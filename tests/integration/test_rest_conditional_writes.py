@@ -1,4 +1,4 @@
-"""Conditional update (PUT [type]?criteria) and conditional delete (DELETE [type]?criteria) in one partition."""
+"""Conditional update (PUT [type]?criteria) and conditional delete (DELETE [type]?criteria)."""
 
 from __future__ import annotations
 
