@@ -15,7 +15,8 @@ from urllib.parse import unquote
 
 import orjson
 
-from core.errors import BulkheadError, InvalidRequest, Issue, MethodNotAllowed, PayloadTooLarge
+from api.patching import Patch, patch_from_entry
+from core.errors import BulkheadError, InvalidRequest, Issue, PayloadTooLarge
 from core.fhirtypes import require_type
 from core.partition import DEFAULT_PARTITION
 from core.validation import ID_PATTERN, structural_issues, without_nested
@@ -50,6 +51,8 @@ class Entry:
     if_modified_since: str | None = None
     problem: BulkheadError | None = None
     references: list[str] = field(default_factory=list)
+    conditional: bool = False
+    patch: Patch | None = None
 
     @property
     def label(self) -> str:
@@ -203,11 +206,14 @@ def _target(entry: Entry, bases: Bases) -> None:
         raise InvalidRequest(f"{entry.url} is not an interaction supported inside a batch or transaction")
     if entry.method == "POST" and (entry.rid is not None or entry.query):
         raise InvalidRequest("POST entries create: their url is the resource type only")
-    if entry.method in {"PUT", "DELETE", "PATCH"} and entry.rid is None:
-        what = {"PUT": "update", "DELETE": "delete", "PATCH": "patch"}[entry.method]
-        raise InvalidRequest(f"Conditional {what} (a search url without an id) is not supported")
-    if entry.method in {"PUT", "DELETE", "PATCH"} and (entry.vid is not None or entry.query):
-        raise InvalidRequest(f"{entry.method} entries take the url Type/id")
+    if entry.method in {"PUT", "DELETE", "PATCH"}:
+        if entry.vid is not None or (entry.rid is not None and entry.query):
+            raise InvalidRequest(f"{entry.method} entries take the url Type/id or Type?criteria")
+        if entry.rid is None and not entry.query:
+            raise InvalidRequest(
+                f"{entry.method} entries need an id (Type/id) or search criteria (Type?criteria)"
+            )
+        entry.conditional = entry.rid is None
 
 
 def _entry(index: int, item: Any, raw: bytes | None, bases: Bases) -> Entry:
@@ -235,7 +241,13 @@ def _entry(index: int, item: Any, raw: bytes | None, bases: Bases) -> Entry:
                 raise InvalidRequest(f"A {method} entry needs a resource")
             entry.raw, entry.resource = raw, resource
         elif method == "PATCH":
-            raise MethodNotAllowed("PATCH is not supported by this server, in a Bundle or outside one")
+            entry.patch = patch_from_entry(resource)
+            if (
+                isinstance(resource, dict)
+                and resource.get("resourceType") == "Parameters"
+                and raw is not None
+            ):
+                entry.raw, entry.resource = raw, resource  # its references are resolved like a resource's
     except BulkheadError as exc:
         entry.problem = exc
     return entry

@@ -20,9 +20,15 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from api import service
 from api.bundles import render_bundle
-from api.conditional import find_matching
+from api.conditional import (
+    conditional_delete_in,
+    conditional_patch_target,
+    conditional_update_target,
+    find_matching,
+)
 from api.errors import operation_outcome
 from api.http import base_url, fhir_response, json_body, prefer_return, server_roots
+from api.patching import patch_from_entry
 from api.transaction_entries import (
     ORDER,
     Bases,
@@ -110,6 +116,23 @@ def _resolve_conditional(uow: UnitOfWork, entry: Entry, base: str) -> Result | N
     return Result(200, stored=found[0])
 
 
+def _resolve_target(uow: UnitOfWork, entry: Entry, base: str) -> None:
+    """Find the resource a conditional update or patch writes (412 when the criteria match several).
+
+    Inside a transaction this runs after the deletes and before the creates, as ``ifNoneExist`` does, so
+    that every identity is known before references are resolved and overlaps are checked.
+    """
+    if not entry.conditional or entry.method not in {"PUT", "PATCH"} or entry.rid is not None:
+        return
+    assert entry.rtype is not None and entry.query is not None
+    if entry.method == "PATCH":
+        entry.rid = conditional_patch_target(uow, entry.rtype, entry.query, base=base)
+        return
+    assert entry.resource is not None
+    entry.rid = conditional_update_target(uow, entry.rtype, entry.resource, entry.query, base=base)
+    entry.resource = {**entry.resource, "id": entry.rid}
+
+
 def _read(uow: UnitOfWork, entry: Entry, base: str) -> Result:
     assert entry.rtype is not None
     if entry.rid is None:
@@ -137,10 +160,19 @@ def _read(uow: UnitOfWork, entry: Entry, base: str) -> Result:
 def _run(uow: UnitOfWork, entry: Entry, base: str) -> Result:
     """Run one entry inside ``uow``."""
     assert entry.rtype is not None
+    if entry.method == "DELETE" and entry.conditional:
+        assert entry.query is not None
+        deleted = conditional_delete_in(uow, entry.rtype, entry.query, base=base, if_match=entry.if_match)
+        entry.rid = deleted.resource_id if deleted is not None else None
+        return Result(204, stored=deleted)
     if entry.method == "DELETE":
         assert entry.rid is not None
         deleted = service.delete_in(uow, entry.rtype, entry.rid, if_match=entry.if_match)
         return Result(204, stored=deleted)
+    if entry.method == "PATCH":
+        assert entry.rid is not None and entry.patch is not None
+        written = service.patch_in(uow, entry.rtype, entry.rid, entry.patch, if_match=entry.if_match)
+        return Result(200, stored=written.stored)
     if entry.method == "POST":
         assert entry.raw is not None and entry.resource is not None
         written = service.create_in(uow, entry.rtype, entry.raw, entry.resource, rid=entry.rid)
@@ -161,6 +193,10 @@ def _prepare(entry: Entry, mapping: dict[str, str], bases: Bases) -> None:
     rewritten = rewrite_references(entry.raw, mapping)
     if rewritten is not entry.raw and rewritten != entry.raw:
         entry.raw, entry.resource = rewritten, orjson.loads(rewritten)
+        if entry.method == "PUT" and entry.conditional and entry.rid is not None:
+            entry.resource = {**(entry.resource or {}), "id": entry.rid}
+        if entry.method == "PATCH":
+            entry.patch = patch_from_entry(entry.resource)
     check_references(entry, bases)
 
 
@@ -197,9 +233,9 @@ def _check_overlaps(entries: list[Entry]) -> None:
 
 
 def _processing_order(entry: Entry) -> tuple[int, str, str, int]:
-    """Order entries as FHIR asks (DELETE, POST, PUT/PATCH, GET/HEAD); within DELETE and PUT, by target, so
-    that concurrent transactions creating the same new ids insert them in one order (409, not deadlock)."""
-    if entry.method in {"PUT", "DELETE"}:
+    """Order entries as FHIR asks (DELETE, POST, PUT/PATCH, GET/HEAD); within DELETE and PUT/PATCH, by target,
+    so that concurrent transactions creating the same new ids insert them in one order (409, not deadlock)."""
+    if entry.method in {"PUT", "PATCH", "DELETE"}:
         return (ORDER[entry.method], entry.rtype or "", entry.rid or "", entry.index)
     return (ORDER[entry.method], "", "", entry.index)
 
@@ -207,7 +243,9 @@ def _processing_order(entry: Entry) -> tuple[int, str, str, int]:
 def _lock_targets(uow: UnitOfWork, entries: list[Entry]) -> None:
     """Lock the current rows of every resource the transaction updates or deletes, in one global order, so
     that two transactions touching the same resources in different orders wait instead of deadlocking."""
-    targets = {(e.rtype, e.rid) for e in entries if e.method in {"PUT", "DELETE"} and e.rtype and e.rid}
+    targets = {
+        (e.rtype, e.rid) for e in entries if e.method in {"PUT", "PATCH", "DELETE"} and e.rtype and e.rid
+    }
     for rtype, rid in sorted(targets):
         assert rtype is not None and rid is not None
         uow.resources.current(rtype, rid, lock=True)
@@ -235,6 +273,8 @@ def run_transaction(db: Database, partition: str, entries: list[Entry], bases: B
                     results[current.index] = found
                 else:
                     current.rid = str(uuid.uuid4())
+            for current in (e for e in ordered if e.conditional and e.method in {"PUT", "PATCH"}):
+                _resolve_target(uow, current, base)
             current = None
             _check_overlaps(entries)
             mapping = reference_map(entries)
@@ -256,6 +296,7 @@ def _run_alone(db: Database, partition: str, entry: Entry, bases: Bases) -> Resu
             found = _resolve_conditional(uow, entry, base)
             if found is not None:
                 return found
+        _resolve_target(uow, entry, base)
         _prepare(entry, {}, bases)
         result = _run(uow, entry, base)
         uow.commit()

@@ -203,7 +203,8 @@ def test_the_xds_transaction_example_rewrites_references_to_absolute_full_urls(
 def test_the_kitchen_sink_transaction_example_is_refused_cleanly_and_stores_nothing(
     client: FlaskClient, partition: str
 ) -> None:
-    # Given the official example that uses conditional update and delete, an operation and a search
+    # Given the official example that uses conditional update and delete, an operation ($lookup, which a
+    # Bundle cannot carry here) and a search
     before = stored_state(client, partition)
     resp = post(client, base(partition), example("Bundle-bundle-transaction.json"))
     # Then it is refused with an OperationOutcome naming the entry, and nothing is stored

@@ -286,15 +286,6 @@ def test_a_bundle_that_is_not_a_batch_or_transaction_is_refused(client: FlaskCli
     assert stored_state(client, partition) == before
 
 
-def test_patch_and_conditional_writes_in_entries_are_answered_as_not_supported(
-    client: FlaskClient, partition: str
-) -> None:
-    patch = bundle(entry("PATCH", "Patient/p1", {"resourceType": "Parameters"}))
-    assert_outcome(post(client, root(partition), patch), 405)
-    conditional_update = bundle(entry("PUT", "Patient?identifier=x", {"resourceType": "Patient"}))
-    assert_outcome(post(client, root(partition), conditional_update), 400)
-
-
 def test_an_empty_transaction_succeeds_with_an_empty_response(client: FlaskClient, partition: str) -> None:
     resp = post(client, root(partition), bundle())
     assert resp.status_code == 200
