@@ -172,7 +172,9 @@ def classify(
         perm = {"PUT": "u", "PATCH": "u", "DELETE": "d"}.get(method, "r")
         return Requirement(
             needs=(Need(perm, rtype), Need("s", rtype)),
-            interaction=f"conditional-{method.lower()}",
+            interaction={"PUT": "conditional-update", "PATCH": "conditional-patch"}.get(
+                method, f"conditional-{method.lower()}"
+            ),
             resource_type=rtype,
         )
     second = segs[1]

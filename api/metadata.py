@@ -26,6 +26,7 @@ INTERACTIONS = [
     "read",
     "vread",
     "update",
+    "patch",
     "delete",
     "history-instance",
     "history-type",
@@ -102,8 +103,8 @@ def capability_statement(partition: str) -> dict[str, Any]:
                 "readHistory": True,
                 "updateCreate": True,
                 "conditionalCreate": True,
-                "conditionalUpdate": False,
-                "conditionalDelete": "not-supported",
+                "conditionalUpdate": True,
+                "conditionalDelete": "single",
                 "searchParam": _search_params(rtype, registry),
             }
         )

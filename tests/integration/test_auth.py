@@ -147,6 +147,30 @@ def test_create_needs_the_create_permission_on_the_type(secure_client, auth_keys
     assert outcome_codes(no) == ["forbidden"]
 
 
+def test_patch_and_conditional_writes_need_update_or_delete_and_search(secure_client, auth_keys, seeded):
+    # Given tokens that may read and search, update without searching, update and search, and delete+search
+    reader = auth_keys.hs256([seeded], "system/Patient.rs")
+    updater = auth_keys.hs256([seeded], "system/Patient.u")
+    searching_updater = auth_keys.hs256([seeded], "system/Patient.us")
+    deleter = auth_keys.hs256([seeded], "system/Patient.ds")
+    json_patch = {"Content-Type": "application/json-patch+json"}
+    ops = [{"op": "replace", "path": "/gender", "value": "male"}]
+    url, by_id = f"{base(seeded)}/Patient?_id=p1", f"{base(seeded)}/Patient/p1"
+    # When each patches, conditionally patches, updates and deletes
+    refused = [
+        secure_client.patch(by_id, json=ops, headers={**json_patch, **bearer(reader)}),
+        secure_client.patch(url, json=ops, headers={**json_patch, **bearer(updater)}),
+        put(secure_client, url, PATIENT, **bearer(updater)),
+        secure_client.delete(url, headers=bearer(searching_updater)),
+    ]
+    patched = secure_client.patch(by_id, json=ops, headers={**json_patch, **bearer(updater)})
+    updated = put(secure_client, url, PATIENT, **bearer(searching_updater))
+    deleted = secure_client.delete(url, headers=bearer(deleter))
+    # Then only the ones with the needed permissions pass
+    assert [r.status_code for r in refused] == [403] * 4
+    assert (patched.status_code, updated.status_code, deleted.status_code) == (200, 200, 204)
+
+
 def test_a_token_without_any_recognised_scope_can_do_nothing(secure_client, auth_keys, seeded):
     # Given a token whose scopes are patient-level or constrained (not supported for backend services)
     token = auth_keys.hs256([seeded], "patient/*.rs system/Observation.rs?category=laboratory openid")

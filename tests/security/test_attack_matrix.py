@@ -154,6 +154,8 @@ def _a_requests(victim: str) -> list[tuple[str, str, Any, dict[str, str]]]:
         ("POST", f"{b}/Patient", PATIENT_BODY, {"If-None-Exist": "identifier=urn:test|id-SECRET-OF-A"}),
         ("PUT", f"{b}/Patient?identifier=urn:test|id-SECRET-OF-A", PATIENT_BODY, {}),
         ("DELETE", f"{b}/Patient?identifier=urn:test|id-SECRET-OF-A", None, {}),
+        ("PATCH", f"{b}/Patient/same", {"resourceType": "Parameters"}, {}),
+        ("PATCH", f"{b}/Patient?identifier=urn:test|id-SECRET-OF-A", {"resourceType": "Parameters"}, {}),
         ("POST", f"{b}/", {"resourceType": "Bundle", "type": "batch", "entry": []}, {}),
         ("GET", f"{b}/$export", None, {"Prefer": "respond-async"}),
         ("GET", f"{b}/Patient/$export", None, {"Prefer": "respond-async"}),

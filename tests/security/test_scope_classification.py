@@ -76,6 +76,10 @@ def test_each_interaction_needs_its_permission():
     assert _needs("PUT", "/Patient") == {Need("u", "Patient"), Need("s", "Patient")}
     assert _needs("DELETE", "/Patient/1") == {Need("d", "Patient")}
     assert _needs("DELETE", "/Patient") == {Need("d", "Patient"), Need("s", "Patient")}
+    assert _needs("PATCH", "/Patient/1") == {Need("u", "Patient")}
+    assert _needs("PATCH", "/Patient") == {Need("u", "Patient"), Need("s", "Patient")}
+    assert classify("PUT", "/Patient", {}).interaction == "conditional-update"
+    assert classify("PATCH", "/Patient/1", {}).interaction == "patch"
     assert classify("GET", "/metadata", {}).public
 
 
@@ -110,6 +114,32 @@ def test_bundles_are_classified_entry_by_entry():
     needs = _needs("POST", "/", body=body)
     # Then every entry's permission is needed
     assert {Need("c", "Patient"), Need("r", "Observation"), Need("d", "Encounter")} <= needs
+
+
+def test_patch_and_conditional_entries_of_a_bundle_need_update_delete_and_search():
+    # Given a batch that patches, conditionally updates and conditionally deletes
+    body = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "PATCH", "url": "Patient/1"}, "resource": {"resourceType": "Binary"}},
+            {
+                "request": {"method": "PUT", "url": "Observation?code=x"},
+                "resource": {"resourceType": "Observation"},
+            },
+            {"request": {"method": "DELETE", "url": "Encounter?status=planned"}},
+        ],
+    }
+    # When it is classified
+    needs = _needs("POST", "/", body=body)
+    # Then update on the patched type, update and search on the updated one, delete and search on the last
+    assert needs == {
+        Need("u", "Patient"),
+        Need("u", "Observation"),
+        Need("s", "Observation"),
+        Need("d", "Encounter"),
+        Need("s", "Encounter"),
+    }
 
 
 def test_bulk_operations_need_the_permissions_of_what_they_touch():
