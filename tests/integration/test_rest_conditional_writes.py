@@ -225,3 +225,15 @@ def test_concurrent_conditional_updates_with_the_same_criteria_create_one_resour
     # Then one created the patient and the others updated it
     assert sorted(statuses) == [200] * 5 + [201]
     assert len(search_ids(app.test_client(), partition, "identifier=urn:test|RACE")) == 1
+
+
+def test_the_capability_statement_lists_patch_and_conditional_writes(
+    client: FlaskClient, partition: str
+) -> None:
+    # Given a partition's base, When its CapabilityStatement is read
+    statement = client.get(f"{base(partition)}/metadata").get_json(force=True)
+    # Then every type lists patch, conditional update and single-match conditional delete
+    for resource in statement["rest"][0]["resource"]:
+        assert {"code": "patch"} in resource["interaction"]
+        assert resource["conditionalUpdate"] is True
+        assert resource["conditionalDelete"] == "single"
