@@ -78,6 +78,22 @@ def update_in(
     return WriteResult(stored, previous is None or previous.deleted)
 
 
+_RELOCKS = 10
+
+
+def _locked_current(uow: UnitOfWork, rtype: str, rid: str) -> StoredVersion | None:
+    """Lock and return the current version, following versions that concurrent writers commit meanwhile.
+
+    A locking read that waited for another writer finds the row it waited for no longer current and returns
+    nothing; a fresh read then sees the new version. A patch is relative, so it applies to the latest one.
+    """
+    for _ in range(_RELOCKS):
+        previous = uow.resources.current(rtype, rid, lock=True)
+        if previous is not None or uow.resources.current(rtype, rid) is None:
+            return previous
+    raise Conflict(f"{rtype}/{rid} kept changing while it was being patched; try again")
+
+
 def patch_in(
     uow: UnitOfWork, rtype: str, rid: str, patch: Patch, *, if_match: int | None = None
 ) -> WriteResult:
@@ -87,7 +103,7 @@ def patch_in(
     their stored bytes.
     """
     validate_id(rid)
-    previous = uow.resources.current(rtype, rid, lock=True)
+    previous = _locked_current(uow, rtype, rid)
     if previous is None:
         raise NotFound(f"{rtype}/{rid} is not known")
     if previous.deleted:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -277,3 +279,30 @@ def test_a_conditional_patch_changes_the_one_match_and_refuses_none_or_several(
     assert none.status_code == 404
     assert empty.status_code == 400
     assert client.get(f"{base(partition)}/Patient/p2").get_json(force=True)["active"] is True
+
+
+def test_concurrent_patches_of_one_resource_each_apply_to_the_latest_version(
+    app: Flask, partition: str
+) -> None:
+    # Given a stored patient and five clients each adding a different given name at once
+    path = seeded(app.test_client(), partition)
+    barrier = threading.Barrier(5)
+    statuses: list[int] = []
+
+    def send(n: int) -> None:
+        client = app.test_client()
+        barrier.wait()
+        statuses.append(
+            patch(client, path, [{"op": "add", "path": "/name/0/given/-", "value": f"G{n}"}]).status_code
+        )
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then every patch applied (none lost an update) and the resource is at version 6
+    assert statuses == [200] * 5
+    stored = app.test_client().get(path).get_json(force=True)
+    assert sorted(stored["name"][0]["given"]) == ["G0", "G1", "G2", "G3", "G4", "Peter"]
+    assert stored["meta"]["versionId"] == "6"
