@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app
@@ -9,6 +10,9 @@ from flask import Blueprint, Response, current_app
 from api.http import base_url, fhir_response
 from core.fhirdates import format_instant
 from core.fhirtypes import FHIR_VERSION, resource_types
+
+# CapabilityStatement.date: when this server process started (what it serves can change at each start).
+_STARTED = format_instant(datetime.now(UTC))
 
 bp = Blueprint("metadata", __name__)
 admin_bp = Blueprint("partitions", __name__)
@@ -111,7 +115,7 @@ def capability_statement(partition: str) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": "2026-11-22",
+        "date": _STARTED,
         "kind": "instance",
         "software": {"name": "Bulkhead", "version": "0.1.0"},
         "implementation": {"description": "Bulkhead multi-tenant FHIR R4 server", "url": base_url(partition)},
