@@ -15,7 +15,8 @@ never means "every resource of the type".
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from api import service
 from core.errors import InvalidRequest, NotFound, PreconditionFailed
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from flask import Response
 
     from api.patching import Patch
+
+_T = TypeVar("_T")
 
 # Parameters that shape the answer, not the match (``_format``): they do not count as criteria.
 _NOT_CRITERIA = frozenset({"_format", "_pretty"})
@@ -137,6 +140,15 @@ def conditional_patch_in(
     return service.patch_in(uow, rtype, rid, patch, if_match=if_match)
 
 
+def _own_unit_of_work(db: Database, partition: str, rtype: str, work: Callable[[UnitOfWork], _T]) -> _T:
+    """Run ``work`` in a unit of work of its own in the partition, and commit it."""
+    require_type(rtype)
+    with db.unit_of_work(partition) as uow:
+        result = work(uow)
+        uow.commit()
+    return result
+
+
 def conditional_update(
     db: Database,
     partition: str,
@@ -149,11 +161,12 @@ def conditional_update(
     if_match: int | None = None,
 ) -> service.WriteResult:
     """Conditionally update in the partition, in a unit of work of its own."""
-    require_type(rtype)
-    with db.unit_of_work(partition) as uow:
-        result = conditional_update_in(uow, rtype, raw, resource, query, base=base, if_match=if_match)
-        uow.commit()
-    return result
+    return _own_unit_of_work(
+        db,
+        partition,
+        rtype,
+        lambda uow: conditional_update_in(uow, rtype, raw, resource, query, base=base, if_match=if_match),
+    )
 
 
 def conditional_patch(
@@ -167,11 +180,12 @@ def conditional_patch(
     if_match: int | None = None,
 ) -> service.WriteResult:
     """Conditionally patch in the partition, in a unit of work of its own."""
-    require_type(rtype)
-    with db.unit_of_work(partition) as uow:
-        result = conditional_patch_in(uow, rtype, patch, query, base=base, if_match=if_match)
-        uow.commit()
-    return result
+    return _own_unit_of_work(
+        db,
+        partition,
+        rtype,
+        lambda uow: conditional_patch_in(uow, rtype, patch, query, base=base, if_match=if_match),
+    )
 
 
 def conditional_delete(
@@ -184,11 +198,12 @@ def conditional_delete(
     if_match: int | None = None,
 ) -> StoredVersion | None:
     """Conditionally delete in the partition, in a unit of work of its own."""
-    require_type(rtype)
-    with db.unit_of_work(partition) as uow:
-        deleted = conditional_delete_in(uow, rtype, query, base=base, if_match=if_match)
-        uow.commit()
-    return deleted
+    return _own_unit_of_work(
+        db,
+        partition,
+        rtype,
+        lambda uow: conditional_delete_in(uow, rtype, query, base=base, if_match=if_match),
+    )
 
 
 def conditional_create(

@@ -8,22 +8,17 @@ own parameters too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from api import create_app
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base, put
 from tests.support.http_files import file_server
-from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for
-from tests.support.services import S3Settings
+from tests.support.jobprocs import PUBLIC_BASE, JobCluster, wait_for
 
-PUBLIC = "http://bulkhead.test"
 FIRSTNAME = {
     "resourceType": "SearchParameter",
     "id": "patient-firstname",
@@ -38,27 +33,6 @@ FIRSTNAME = {
 }
 
 
-@pytest.fixture
-def cluster(
-    database_url: str, redis_url: str, s3_settings: S3Settings, tmp_path: Path
-) -> Iterator[JobCluster]:
-    """Return an orchestrator-and-workers environment (processes started by each test); stop them after."""
-    env = job_environ(
-        {
-            "BULKHEAD_DATABASE_URL": database_url,
-            "BULKHEAD_REDIS_URL": redis_url,
-            "BULKHEAD_QUEUE_NAMESPACE": unique_namespace(),
-            "BULKHEAD_PUBLIC_BASE_URL": PUBLIC,
-            **s3_settings.environ(),
-        }
-    )
-    jobs = JobCluster(env, tmp_path)
-    try:
-        yield jobs
-    finally:
-        jobs.stop()
-
-
 def client_for(cluster: JobCluster, database: Database, store: S3ObjectStore) -> Any:
     """Return a test client of an application that sends its jobs to the cluster's queues."""
     app = create_app(cluster.settings, database=database)
@@ -71,7 +45,7 @@ def run_job(client: Any, cluster: JobCluster, path: str, body: Any = None) -> di
     headers = {"Content-Type": "application/fhir+json", "Prefer": "respond-async"}
     kicked = client.post(path, json=body, headers=headers) if body else client.post(path, headers=headers)
     assert kicked.status_code == 202, kicked.get_json()
-    status = str(kicked.headers["Content-Location"])[len(PUBLIC) :]
+    status = str(kicked.headers["Content-Location"])[len(PUBLIC_BASE) :]
 
     def done() -> Any:
         response = client.get(status)

@@ -27,31 +27,8 @@ from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base
 from tests.support.http_files import FileServer, file_server
-from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for
+from tests.support.jobprocs import PUBLIC_BASE, JobCluster, wait_for
 from tests.support.services import S3Settings
-
-PUBLIC = "http://bulkhead.test"
-
-
-@pytest.fixture
-def cluster(
-    database_url: str, redis_url: str, s3_settings: S3Settings, tmp_path: Path
-) -> Iterator[JobCluster]:
-    """Return an orchestrator-and-workers environment (processes started by each test); stop them after."""
-    env = job_environ(
-        {
-            "BULKHEAD_DATABASE_URL": database_url,
-            "BULKHEAD_REDIS_URL": redis_url,
-            "BULKHEAD_QUEUE_NAMESPACE": unique_namespace(),
-            "BULKHEAD_PUBLIC_BASE_URL": PUBLIC,
-            **s3_settings.environ(),
-        }
-    )
-    jobs = JobCluster(env, tmp_path)
-    try:
-        yield jobs
-    finally:
-        jobs.stop()
 
 
 @pytest.fixture
@@ -85,7 +62,7 @@ def kick_off(client: Any, partition: str, url: str, **extra: str) -> str:
         headers={"Content-Type": "application/fhir+json", "Prefer": "respond-async"},
     )
     assert response.status_code == 202, response.get_json()
-    return str(response.headers["Content-Location"])[len(PUBLIC) :]
+    return str(response.headers["Content-Location"])[len(PUBLIC_BASE) :]
 
 
 def wait_done(client: Any, path: str, cluster: JobCluster, timeout: float = 120.0) -> dict[str, Any]:

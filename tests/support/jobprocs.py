@@ -45,6 +45,10 @@ FAST_JOB_SETTINGS: dict[str, str] = {
 }
 
 
+#: The public base URL the end-to-end clusters announce (status URLs start with it).
+PUBLIC_BASE = "http://bulkhead.test"
+
+
 def job_environ(base: Mapping[str, str], **overrides: str) -> dict[str, str]:
     """Return a process environment: ``base`` with the fast job timings and the repository importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKHEAD_")}

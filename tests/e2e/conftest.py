@@ -1,0 +1,32 @@
+"""Fixtures of the end-to-end tests: real orchestrator and worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.jobprocs import PUBLIC_BASE, JobCluster, job_environ, unique_namespace
+from tests.support.services import S3Settings
+
+
+@pytest.fixture
+def cluster(
+    database_url: str, redis_url: str, s3_settings: S3Settings, tmp_path: Path
+) -> Iterator[JobCluster]:
+    """Return an orchestrator-and-workers environment (processes started by each test); stop them after."""
+    env = job_environ(
+        {
+            "BULKHEAD_DATABASE_URL": database_url,
+            "BULKHEAD_REDIS_URL": redis_url,
+            "BULKHEAD_QUEUE_NAMESPACE": unique_namespace(),
+            "BULKHEAD_PUBLIC_BASE_URL": PUBLIC_BASE,
+            **s3_settings.environ(),
+        }
+    )
+    jobs = JobCluster(env, tmp_path)
+    try:
+        yield jobs
+    finally:
+        jobs.stop()
