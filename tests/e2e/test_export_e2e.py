@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from api import create_app
@@ -33,6 +30,7 @@ from storage.bulkwrite import stamp_new, write_new_resources
 from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base, put
+from tests.support.http_app import app_for, served
 from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for
 from tests.support.services import S3Settings
 from workers.broker import close_outboxes
@@ -296,21 +294,15 @@ def test_the_export_command_downloads_every_file_of_a_live_export_and_checks_the
     # Given a partition next to another with the same ids, and the API served over HTTP on 127.0.0.1
     expected = seed(database, partition, "mine", 40)
     seed(database, other_partition, "theirs", 40)
-    app = create_app(replace(cluster.settings, public_base_url=None), database=database)
-    app.extensions["bulkhead.objectstore"] = object_store
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    app = app_for(cluster.settings, database, object_store)
+    with served(app) as root:
         # When `bulkhead export` runs against the partition's base
-        base_url = f"http://127.0.0.1:{server.server_port}/partitions/{partition}"
         out = tmp_path / "out"
         result = CliRunner().invoke(
-            main, ["export", "--base", base_url, "--out", str(out)], catch_exceptions=False
+            main,
+            ["export", "--base", f"{root}/partitions/{partition}", "--out", str(out)],
+            catch_exceptions=False,
         )
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
     # Then it exits 0 and the files it wrote hold the partition's resources, once each, and nothing else
     assert result.exit_code == 0, result.output
     assert "80 resources" in result.output

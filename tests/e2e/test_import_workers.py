@@ -7,9 +7,7 @@ test's own, which ``bulkhead orchestrator`` and ``bulkhead worker`` subprocesses
 from __future__ import annotations
 
 import gzip
-import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,6 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
-from werkzeug.serving import make_server
 
 from api import create_app
 from api.cli import main
@@ -26,6 +23,7 @@ from storage import Database
 from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base
+from tests.support.http_app import app_for, served
 from tests.support.http_files import FileServer, file_server
 from tests.support.jobprocs import PUBLIC_BASE, JobCluster, wait_for
 from tests.support.services import S3Settings
@@ -168,20 +166,15 @@ def test_the_import_command_uploads_a_local_gzip_file_and_prints_the_counts(
     path.write_bytes(gzip.compress(lines(50, "Local") + b"{not json}\n"))
     cluster.orchestrator()
     cluster.worker()
-    app = create_app(replace(cluster.settings, public_base_url=None), database=database)
-    app.extensions["bulkhead.objectstore"] = object_store
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    app = app_for(cluster.settings, database, object_store)
+    with served(app) as root:
         # When `bulkhead import` runs against the partition's base
-        base_url = f"http://127.0.0.1:{server.server_port}/partitions/{partition}"
         result = CliRunner().invoke(
-            main, ["import", "--base", base_url, str(path)], env=s3_settings.environ(), catch_exceptions=False
+            main,
+            ["import", "--base", f"{root}/partitions/{partition}", str(path)],
+            env=s3_settings.environ(),
+            catch_exceptions=False,
         )
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
     # Then it printed 50 patients and one error file, and exited 2 for the refused line
     assert result.exit_code == 2, result.output
     assert "50 Patient" in result.output and "1 OperationOutcome" in result.output
