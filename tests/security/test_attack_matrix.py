@@ -8,110 +8,15 @@ at the end of each test, that A's stored rows are exactly as before.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, unquote_plus
+from urllib.parse import quote
 
 import orjson
-import psycopg
 import pytest
 
-from storage.db import libpq_url
-from tests.support.auth import BAD_TOKENS, AuthKeys, bearer
+from tests.support.arena import SECRET, check_no_secret, check_refused
+from tests.support.auth import BAD_TOKENS, bearer
 from tests.support.fhir import FHIR, base
-
-SECRET = "SECRET-OF-A"
-
-
-@dataclass(frozen=True)
-class Arena:
-    """The victim's and the attacker's partitions and the attacker's token."""
-
-    victim: str
-    attacker: str
-    token: str
-
-
-def _snapshot(owner_database_url: str, partition: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(libpq_url(owner_database_url)) as conn:
-        return conn.execute(
-            "SELECT r.resource_type, r.resource_id, r.version, r.is_history, r.is_deleted, r.raw "
-            "FROM resource r JOIN partition p ON p.id = r.partition_id WHERE p.name = %s "
-            "ORDER BY r.surrogate_id",
-            (partition,),
-        ).fetchall()
-
-
-def _seed(client, auth_keys: AuthKeys, partition: str, marker: str) -> None:  # type: ignore[no-untyped-def]
-    admin = {**bearer(auth_keys.admin()), "Content-Type": FHIR}
-    patient = {
-        "resourceType": "Patient",
-        "id": "same",
-        "identifier": [{"system": "urn:test", "value": f"id-{marker}"}],
-        "name": [{"family": marker, "given": [marker]}],
-        "gender": "female",
-        "birthDate": "1970-01-01",
-    }
-    for version in range(2):
-        body = {**patient, "active": bool(version)}
-        assert client.put(f"{base(partition)}/Patient/same", json=body, headers=admin).status_code in {
-            200,
-            201,
-        }
-    observation = {
-        "resourceType": "Observation",
-        "id": "obs",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}], "text": marker},
-        "subject": {"reference": "Patient/same"},
-        "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
-        "effectiveDateTime": "2020-01-01T00:00:00Z",
-    }
-    assert (
-        client.put(f"{base(partition)}/Observation/obs", json=observation, headers=admin).status_code == 201
-    )
-
-
-@pytest.fixture
-def arena(secure_client, auth_keys, owner_database_url, partition, other_partition) -> Iterator[Arena]:
-    """Seed A and B with identical ids; yield them with B's all-powerful token; check A is unchanged after."""
-    _seed(secure_client, auth_keys, partition, SECRET)
-    _seed(secure_client, auth_keys, other_partition, "attacker")
-    before = _snapshot(owner_database_url, partition)
-    yield Arena(partition, other_partition, auth_keys.hs256([other_partition], "system/*.cruds"))
-    assert _snapshot(owner_database_url, partition) == before, "partition A changed"
-
-
-def _check_refused(response, status: int | set[int]) -> None:  # type: ignore[no-untyped-def]
-    expected = {status} if isinstance(status, int) else status
-    assert response.status_code in expected, (response.status_code, response.data[:300])
-    body = response.get_json(force=True, silent=True)
-    assert body is not None and body.get("resourceType") == "OperationOutcome", response.data[:300]
-    assert SECRET.encode() not in response.data
-
-
-def _exposed(response, echo: str) -> bytes:  # type: ignore[no-untyped-def]
-    """Return what of the answer could carry A's data: a Bundle's entries, an outcome's diagnostics (less
-    the attacker's own query, which links and diagnostics may quote back), or the whole body."""
-    body = response.get_json(force=True, silent=True)
-    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
-        return orjson.dumps(body.get("entry", []))
-    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        text = " ".join(str(i.get("diagnostics", "")) for i in body.get("issue", []))
-        for variant in {echo, unquote(echo), unquote_plus(echo)}:
-            if variant:
-                text = text.replace(variant, "")
-        return text.encode()
-    return bytes(response.data)
-
-
-def _check_no_secret(response, echo: str = "") -> None:  # type: ignore[no-untyped-def]
-    assert response.status_code < 500, response.data[:300]
-    exposed = _exposed(response, echo)
-    assert SECRET.encode() not in exposed
-    assert SECRET.lower().encode() not in exposed.lower()
-
 
 PATIENT_BODY = {"resourceType": "Patient", "id": "same", "gender": "male"}
 OBS_BODY = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
@@ -185,7 +90,7 @@ def test_every_interaction_on_partition_a_with_bs_token_is_forbidden_and_reveals
             kwargs["headers"]["Content-Type"] = FHIR
         response = secure_client.open(path, method=method, **kwargs)
         # Then each is 403 with an OperationOutcome and nothing of A (and A is unchanged, see the fixture)
-        _check_refused(response, 403)
+        check_refused(response, 403)
 
 
 def test_a_tenant_token_cannot_start_work_over_every_partition(secure_client, arena):
@@ -201,7 +106,7 @@ def test_a_tenant_token_cannot_start_work_over_every_partition(secure_client, ar
     ]
     # Then each is an administrator's: 403, revealing nothing of A
     for response in responses:
-        _check_refused(response, 403)
+        check_refused(response, 403)
         assert arena.victim.encode() not in response.data
 
 
@@ -223,7 +128,7 @@ def test_bs_own_base_never_serves_as_resources_with_the_same_ids(secure_client, 
     # Then it gets its own versions only
     for response in responses:
         assert response.status_code == 200, response.data[:200]
-        _check_no_secret(response)
+        check_no_secret(response)
     assert responses[0].get_json()["name"][0]["family"] == "attacker"
     assert responses[3].get_json()["total"] == 2
 
@@ -235,7 +140,7 @@ def test_searches_in_b_with_every_parameter_type_and_modifier_never_return_as_re
     for query in SEARCHES:
         response = secure_client.get(f"{b}/{query}", headers=bearer(arena.token))
         # Then no answer holds anything of A, and none is a 5xx
-        _check_no_secret(response, echo=query.split("?", 1)[1])
+        check_no_secret(response, echo=query.split("?", 1)[1])
         body = response.get_json(force=True, silent=True) or {}
         if body.get("resourceType") == "Bundle":
             assert all(
@@ -276,9 +181,9 @@ def test_injection_strings_in_search_values_are_inert(secure_client, arena, valu
     for param in ("name", "identifier", "birthdate", "_id", "general-practitioner", "_lastUpdated", "_sort"):
         response = secure_client.get(f"{b}/Patient?{param}={encoded}", headers=bearer(arena.token))
         # Then nothing of A appears, nothing breaks, and A's rows are untouched (fixture)
-        _check_no_secret(response, echo=value)
+        check_no_secret(response, echo=value)
     response = secure_client.get(f"{b}/Patient/{encoded}", headers=bearer(arena.token))
-    _check_no_secret(response, echo=value)
+    check_no_secret(response, echo=value)
 
 
 def test_writes_in_b_cannot_reach_a_by_conditional_match_or_reference(secure_client, arena):
@@ -304,13 +209,13 @@ def test_writes_in_b_cannot_reach_a_by_conditional_match_or_reference(secure_cli
     assert conditional.status_code == 201, conditional.data[:200]
     created = conditional.get_json()
     assert created["id"] != "same" and "name" not in created
-    _check_no_secret(absolute)
+    check_no_secret(absolute)
     # And conditional update and delete on A's identifier, run in B, touch nothing of A (see the fixture)
     criteria = "identifier=urn:test|id-SECRET-OF-A"
     update = secure_client.put(f"{b}/Patient?{criteria}", json={"resourceType": "Patient"}, headers=headers)
     delete = secure_client.delete(f"{b}/Patient?{criteria}", headers=bearer(arena.token))
     for response in (update, delete):
-        _check_no_secret(response, echo=criteria)
+        check_no_secret(response, echo=criteria)
 
 
 def test_transactions_in_b_cannot_read_or_write_as_resources(secure_client, arena):
@@ -339,7 +244,7 @@ def test_transactions_in_b_cannot_read_or_write_as_resources(secure_client, aren
     responses = [secure_client.post(f"{b}/", json=body, headers=headers) for body in (transaction, batch)]
     # Then nothing of A is read or changed (A's rows are compared by the fixture)
     for response in responses:
-        _check_no_secret(response)
+        check_no_secret(response)
     assert responses[0].status_code >= 400
 
 
@@ -367,7 +272,7 @@ def test_hostile_partition_names_never_reach_a(secure_client, arena, path):
     # When B's token uses them
     response = secure_client.get(target, headers=bearer(arena.token))
     # Then the request is refused (bad name, not found or forbidden) and nothing of A is revealed
-    _check_refused(response, {400, 403, 404})
+    check_refused(response, {400, 403, 404})
 
 
 @pytest.mark.parametrize("case", sorted(BAD_TOKENS))
@@ -382,8 +287,8 @@ def test_bad_tokens_on_as_resources_reveal_nothing(secure_client, auth_keys, are
         headers={**bearer(token), "Content-Type": FHIR},
     )
     # Then both are 401 with an OperationOutcome and reveal or change nothing
-    _check_refused(read, 401)
-    _check_refused(write, 401)
+    check_refused(read, 401)
+    check_refused(write, 401)
 
 
 def test_a_token_for_a_used_with_bs_tenant_header_is_refused(secure_client, auth_keys, arena):
@@ -397,5 +302,5 @@ def test_a_token_for_a_used_with_bs_tenant_header_is_refused(secure_client, auth
         f"{base(arena.attacker)}/Patient/same", headers={**bearer(token), "X-Tenant-ID": arena.victim}
     )
     # Then both are refused, revealing nothing
-    _check_refused(mixed, 403)
-    _check_refused(other, 403)
+    check_refused(mixed, 403)
+    check_refused(other, 403)

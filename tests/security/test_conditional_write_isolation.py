@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.security.test_attack_matrix import SECRET, Arena, _check_no_secret, _seed, _snapshot
+from tests.support.arena import SECRET, Arena, check_no_secret, partition_rows, seed_arena_partition
 from tests.support.auth import bearer
 from tests.support.fhir import FHIR, base
 
@@ -25,16 +25,16 @@ OPS = [{"op": "replace", "path": "/gender", "value": "other"}]
 @pytest.fixture
 def arena(secure_client, auth_keys, owner_database_url, partition, other_partition) -> Iterator[Arena]:
     """Seed A (with an extra Patient/only-a) and B; yield them with B's token; check A is unchanged after."""
-    _seed(secure_client, auth_keys, partition, SECRET)
-    _seed(secure_client, auth_keys, other_partition, "attacker")
+    seed_arena_partition(secure_client, auth_keys, partition, SECRET)
+    seed_arena_partition(secure_client, auth_keys, other_partition, "attacker")
     admin = {**bearer(auth_keys.admin()), "Content-Type": FHIR}
     only_a = {"resourceType": "Patient", "id": "only-a", "name": [{"family": SECRET}]}
     assert (
         secure_client.put(f"{base(partition)}/Patient/only-a", json=only_a, headers=admin).status_code == 201
     )
-    before = _snapshot(owner_database_url, partition)
+    before = partition_rows(owner_database_url, partition)
     yield Arena(partition, other_partition, auth_keys.hs256([other_partition], "system/*.cruds"))
-    assert _snapshot(owner_database_url, partition) == before, "partition A changed"
+    assert partition_rows(owner_database_url, partition) == before, "partition A changed"
 
 
 def _patient_versions(client, partition: str, token: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -52,7 +52,7 @@ def test_a_conditional_update_in_b_on_as_identifier_creates_in_b_and_leaves_a_al
     )
     # Then nothing matched in B: a new patient was created in B, and it carries nothing of A
     assert plain.status_code == 201, plain.data[:300]
-    _check_no_secret(plain)
+    check_no_secret(plain)
     assert plain.get_json()["id"] not in {"same", "only-a"}
     # And the conditional update that names A's only-a id creates only-a in B (A's is untouched: fixture)
     named = secure_client.put(
@@ -81,7 +81,7 @@ def test_a_conditional_delete_or_patch_in_b_on_as_criteria_finds_nothing(secure_
     # Then the deletes found nothing (204), the patch found nothing (404), and B's own resources are unchanged
     assert [r.status_code for r in deletes] == [204, 204, 204]
     assert patched.status_code == 404
-    _check_no_secret(patched, echo=A_IDENTIFIER)
+    check_no_secret(patched, echo=A_IDENTIFIER)
     assert _patient_versions(secure_client, arena.attacker, arena.token) == before
     assert secure_client.get(f"{b}/Observation/obs", headers=bearer(arena.token)).status_code == 200
 
@@ -95,7 +95,7 @@ def test_a_patch_in_b_of_an_id_only_a_has_is_404_and_of_a_shared_id_changes_bs_o
     shared = secure_client.patch(f"{b}/Patient/same", json=OPS, headers=headers)
     # Then only-a is unknown to B, and same is B's own (B's name, B's next version)
     assert missing.status_code == 404
-    _check_no_secret(missing)
+    check_no_secret(missing)
     assert shared.status_code == 200, shared.data[:300]
     assert shared.get_json()["name"][0]["family"] == "attacker"
     assert shared.get_json()["meta"]["versionId"] == "3"
@@ -121,7 +121,7 @@ def test_bs_token_cannot_patch_or_conditionally_write_in_a(secure_client, arena)
     # Then every one is 403 and reveals nothing (A is unchanged: fixture)
     for response in responses:
         assert response.status_code == 403, response.data[:300]
-        _check_no_secret(response)
+        check_no_secret(response)
 
 
 def test_bundle_entries_in_b_with_as_ids_and_criteria_reach_nothing_of_a(secure_client, arena):
