@@ -61,7 +61,8 @@ def serve(port: int | None, host: str | None) -> None:
     if host is not None:
         settings = replace(settings, host=host)
     configure_logging(settings)
-    from api.supervisor import ServeError, StopRequested, Supervisor
+    from api.serve_checks import ServeError, StopRequested
+    from api.supervisor import Supervisor
 
     supervisor = Supervisor(settings)
 

@@ -20,7 +20,7 @@ import requests
 from tqdm import tqdm
 
 from api.export_client import progress_fraction
-from api.supervisor import with_running_serve
+from api.runtime_file import with_running_serve
 from core.errors import BulkheadError
 from core.partition import DEFAULT_PARTITION, validate_partition_name
 from core.settings import Settings

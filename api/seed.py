@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from api.supervisor import running_runtime
+from api.runtime_file import running_runtime
 from core.errors import BulkheadError
 from core.partition import DEFAULT_PARTITION
 from core.settings import Settings

@@ -11,22 +11,28 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-from core.errors import BulkheadError, ServiceUnavailable
+from api.runtime_file import RUNTIME_FILE, write_runtime
+from api.serve_checks import (
+    ServeError,
+    StopRequested,
+    check_port_free,
+    ensure_bucket,
+    gunicorn_extras,
+    redact,
+    wait_for_metadata,
+)
+from core.errors import BulkheadError
 from core.settings import Settings
 from core.stopping import StopFlag
 from storage import Database
@@ -38,22 +44,12 @@ from storage.embedded import (
     reserve_port,
     wait_for_port,
 )
-from storage.objectstore import object_store_from_settings
 from storage.security import role_url
 
 log = logging.getLogger("bulkhead.serve")
 
-RUNTIME_FILE = "serve.json"
 _RESTART_LIMIT = 5
 _RESTART_WINDOW = 60.0
-
-
-class ServeError(RuntimeError):
-    """``bulkhead serve`` cannot start or keep running."""
-
-
-class StopRequested(Exception):
-    """A stop was asked for (a signal) while ``bulkhead serve`` was starting."""
 
 
 def bulkhead_command(*args: str) -> list[str]:
@@ -122,7 +118,7 @@ class Supervisor:
         started = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
-        _check_port_free(self.settings.host, self.settings.port)
+        check_port_free(self.settings.host, self.settings.port)
         reserve_port(self.settings.port)  # keep the embedded servers off the API's port
         try:
             settings = self._start_services()
@@ -170,14 +166,14 @@ class Supervisor:
             owner_url = self.postgres.start()
             app_url = role_url(owner_url, settings.database_app_role, settings.database_app_password)
             settings = replace(settings, database_url=app_url, migration_database_url=owner_url)
-            self._place("PostgreSQL", _redact(app_url), f"embedded, data in {self.postgres.data_dir}")
+            self._place("PostgreSQL", redact(app_url), f"embedded, data in {self.postgres.data_dir}")
         else:
-            self._place("PostgreSQL", _redact(settings.database_url), "configured (BULKHEAD_DATABASE_URL)")
+            self._place("PostgreSQL", redact(settings.database_url), "configured (BULKHEAD_DATABASE_URL)")
         if self.redis is not None:
             settings = replace(settings, redis_url=self.redis.wait_ready())
             self._place("Redis", settings.redis_url or "", f"embedded, data in {self.redis.data_dir}")
         else:
-            self._place("Redis", _redact(settings.redis_url or ""), "configured (BULKHEAD_REDIS_URL)")
+            self._place("Redis", redact(settings.redis_url or ""), "configured (BULKHEAD_REDIS_URL)")
         if self.s3 is not None:
             endpoint = self.s3.wait_ready()
             settings = replace(
@@ -197,7 +193,7 @@ class Supervisor:
                 f"{settings.s3_endpoint_url} bucket {settings.s3_bucket}",
                 "configured (BULKHEAD_S3_ENDPOINT_URL)",
             )
-        _ensure_bucket(settings)
+        ensure_bucket(settings)
         return settings
 
     def _migrate(self, settings: Settings) -> None:
@@ -240,10 +236,7 @@ class Supervisor:
             "api_url": f"http://{settings.host}:{settings.port}",
             **{k: v for k, v in self.environ.items() if k.startswith("BULKHEAD_")},
         }
-        path = self.data_dir / RUNTIME_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
+        write_runtime(self.data_dir, doc)
 
     def _start_children(self, settings: Settings) -> None:
         gunicorn = [
@@ -264,7 +257,7 @@ class Supervisor:
             "10",
             "--timeout",
             "120",
-            *_gunicorn_extras(),
+            *gunicorn_extras(),
             "api.wsgi:app()",
         ]
         api = Child("api", gunicorn, stop_timeout=15.0)
@@ -274,7 +267,7 @@ class Supervisor:
         try:
             wait_for_port(api.process, settings.port, timeout=60)
             # The job processes start once the API answers, so they do not slow its start on a small machine.
-            _wait_for_metadata(api.process, settings, timeout=60, stopping=self.stopping)
+            wait_for_metadata(api.process, settings, timeout=60, stopping=self.stopping)
             self._checkpoint()
         except RuntimeError as err:
             raise ServeError(f"the API did not start: {err}") from None
@@ -390,108 +383,3 @@ class Supervisor:
                 (self.data_dir / RUNTIME_FILE).unlink()
             self._lock.close()
             self._lock = None
-
-
-def _gunicorn_extras() -> list[str]:
-    """Return options for the installed gunicorn: no control socket (its default path is per user, and
-    two servers on one machine would fight over it)."""
-    from gunicorn.config import KNOWN_SETTINGS
-
-    names = {setting.name for setting in KNOWN_SETTINGS}
-    return ["--no-control-socket"] if "control_socket_disable" in names else []
-
-
-def _wait_for_metadata(
-    process: ManagedProcess, settings: Settings, *, timeout: float, stopping: StopFlag
-) -> None:
-    """Wait until ``GET /metadata`` answers (any status: the application is loaded and serving)."""
-    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
-    url = (
-        f"http://[{host}]:{settings.port}/metadata"
-        if ":" in host
-        else f"http://{host}:{settings.port}/metadata"
-    )
-    deadline = time.monotonic() + timeout
-    while True:
-        if not process.running():
-            raise RuntimeError(f"the API server exited with code {process.popen.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except urllib.error.HTTPError:
-            return
-        except (urllib.error.URLError, OSError):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer within {timeout:.0f} s") from None
-            if stopping.wait(0.1):
-                raise StopRequested from None
-
-
-def _check_port_free(host: str, port: int) -> None:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError as err:
-            raise ServeError(
-                f"cannot listen on {host}:{port} ({err.strerror}); choose another port with --port "
-                "or BULKHEAD_PORT"
-            ) from None
-
-
-def _ensure_bucket(settings: Settings) -> None:
-    store = object_store_from_settings(settings)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            store.ensure_bucket()
-            return
-        except ServiceUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _redact(url: str) -> str:
-    """Return ``url`` without its password."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at or ":" not in creds:
-        return url
-    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
-
-
-def read_runtime(data_dir: Path) -> dict[str, str] | None:
-    """Return what a running ``bulkhead serve`` recorded about its services in ``data_dir``, if any."""
-    path = data_dir / RUNTIME_FILE
-    try:
-        doc = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return {str(k): str(v) for k, v in doc.items()}
-
-
-def running_runtime(data_dir: Path) -> dict[str, str] | None:
-    """Return the runtime record of the ``bulkhead serve`` running in ``data_dir``; None if none runs."""
-    runtime = read_runtime(data_dir)
-    if not runtime:
-        return None
-    try:
-        pid = int(runtime.get("pid") or 0)
-        if pid <= 0:
-            return None
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError, PermissionError):
-        return None
-    return runtime
-
-
-def with_running_serve(settings: Settings) -> Settings:
-    """Return ``settings`` completed with the object store of the ``bulkhead serve`` running in its data
-    directory, when the environment names none (so local commands reach the embedded S3 server)."""
-    if settings.s3_endpoint_url:
-        return settings
-    runtime = running_runtime(settings.data_dir.resolve())
-    if not runtime or not runtime.get("BULKHEAD_S3_ENDPOINT_URL"):
-        return settings
-    environ = {**os.environ, **{k: v for k, v in runtime.items() if k.startswith("BULKHEAD_S3_")}}
-    return Settings.from_env(environ)

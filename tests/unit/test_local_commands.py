@@ -13,7 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from api.cli import main
-from api.supervisor import RUNTIME_FILE, ServeError, Supervisor, running_runtime, with_running_serve
+from api.runtime_file import RUNTIME_FILE, running_runtime, with_running_serve
+from api.serve_checks import ServeError
+from api.supervisor import Supervisor
 from core.settings import Settings
 
 S3 = {
