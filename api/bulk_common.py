@@ -11,7 +11,6 @@ Used by the ``$export`` blueprint and by ``$import``, ``$reindex``, bulk update 
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -21,6 +20,7 @@ from flask import Response, current_app, request
 
 from api.errors import FHIR_JSON, operation_outcome
 from api.http import base_url, fhir_response
+from core.deflate import gzip_chunks
 from core.errors import Issue, NotFound
 from core.fhirjson import dumps
 from core.jobs import ACTIVE_STATUSES, JobStatus, JobStatusView
@@ -126,12 +126,7 @@ def accepts_gzip() -> bool:
 
 def gzip_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Compress a byte stream as gzip, chunk by chunk."""
-    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
-    for chunk in chunks:
-        out = packer.compress(chunk)
-        if out:
-            yield out
-    yield packer.flush()
+    return gzip_chunks(chunks)
 
 
 def file_response(key: str, size: int | None) -> Response:
