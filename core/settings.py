@@ -42,7 +42,7 @@ class Settings:
     export_file_max_bytes: int = 256 * 1024 * 1024
     export_chunk_bytes: int = 64 * 1024 * 1024
     export_max_concurrent_per_partition: int = 4
-    export_gzip: bool = False
+    export_gzip: bool = True
     job_window_per_job: int = 4
     job_window_per_partition: int = 8
     job_heartbeat_seconds: float = 5.0

@@ -24,6 +24,7 @@ from storage import Database
 from storage.bulkwrite import stamp_new, write_new_resources
 from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore, object_store_from_settings
+from tests.support.exported import entry_bytes
 from tests.support.jobprocs import (
     JobCluster,
     job_environ,
@@ -132,7 +133,7 @@ def test_a_worker_killed_mid_export_leaves_each_resource_exported_once_and_none_
     store: S3ObjectStore = object_store_from_settings(export_cluster.settings)
     seen: Counter[tuple[str, str]] = Counter()
     for entry in view.result["output"]:
-        lines = b"".join(store.get_stream(entry["key"])).splitlines()
+        lines = entry_bytes(store, entry).splitlines()
         assert len(lines) == entry["count"]
         for line in lines:
             resource = orjson.loads(line)

@@ -328,3 +328,28 @@ def test_files_stored_gzip_download_identical_with_and_without_accept_encoding(
     assert "Content-Encoding" not in plain.headers and plain.headers["Content-Length"] == str(len(plain.data))
     assert [orjson.loads(x)["id"] for x in plain.data.splitlines()] == ["1", "2"] and item["count"] == 2
     assert packed.headers["Content-Encoding"] == "gzip" and gzip.decompress(packed.data) == plain.data
+
+
+def test_with_gzip_objects_off_files_are_stored_as_plain_ndjson_and_gzipped_on_the_wire_when_asked(
+    settings: Settings,
+    s3_settings: S3Settings,
+    database: Database,
+    object_store: S3ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+    partition: str,
+) -> None:
+    # Given an API whose exports are stored as plain NDJSON
+    bulk = bulk_api(s3_settings.apply(settings), database, object_store, monkeypatch, export_gzip=False)
+    api = bulk.client
+    seed(api, partition, "female")
+    manifest = bulk.finish(kick_off(api, partition, "?_type=Patient")).get_json()
+    item = manifest["output"][0]
+    prefix = object_store.job_prefix(partition, path_of(item["url"]).split("/")[-2])
+    stored = b"".join(b"".join(object_store.get_stream(k)) for k in object_store.list_keys(prefix))
+    # When its file is downloaded without and with Accept-Encoding: gzip
+    plain = api.get(path_of(item["url"]))
+    packed = api.get(path_of(item["url"]), headers={"Accept-Encoding": "gzip"})
+    # Then the object is the NDJSON itself, served as is, or compressed on the fly to the same bytes
+    assert stored == plain.data and "Content-Encoding" not in plain.headers
+    assert [orjson.loads(x)["id"] for x in plain.data.splitlines()] == ["1", "2"] and item["count"] == 2
+    assert packed.headers["Content-Encoding"] == "gzip" and gzip.decompress(packed.data) == plain.data

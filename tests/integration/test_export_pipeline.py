@@ -24,6 +24,7 @@ from orchestrator.export import finish_export, plan_export
 from storage import Database
 from storage.bulkwrite import stamp_new, write_new_resources
 from storage.objectstore import ObjectStore, S3ObjectStore
+from tests.support.exported import entry_bytes
 from tests.support.fhir import base, put
 from workers.export import process_export
 
@@ -57,7 +58,7 @@ def run_export(
     result = finish_export(ctx, group, parts)
     lines: dict[str, list[bytes]] = {}
     for entry in [*result["output"], *result["deleted"], *result["error"]]:
-        data = b"".join(ctx.object_store.get_stream(entry["key"]))
+        data = entry_bytes(ctx.object_store, entry)
         assert data.count(b"\n") == entry["count"]
         lines.setdefault(entry["type"], []).extend(data.splitlines())
     return result, lines

@@ -19,6 +19,7 @@ from orchestrator.export import finish_export, plan_export
 from orchestrator.import_ import finish_import, plan_import, prepare_import
 from storage import Database
 from storage.objectstore import S3ObjectStore
+from tests.support.exported import entry_bytes
 from tests.support.jobinproc import RecordingSender
 from tests.support.run_inline import run_inline
 from tests.support.services import S3Settings
@@ -129,7 +130,7 @@ def test_an_incremental_import_exports_back_as_the_same_resources(
     exported = [
         orjson.loads(line)
         for entry in manifest["output"]
-        for line in b"".join(object_store.get_stream(entry["key"])).splitlines()
+        for line in entry_bytes(object_store, entry).splitlines()
     ]
 
     # Then every resource comes back equal (same JSON, meta included), once
