@@ -43,6 +43,7 @@ class Settings:
     export_chunk_bytes: int = 64 * 1024 * 1024
     export_max_concurrent_per_partition: int = 4
     export_gzip: bool = True
+    export_settle_seconds: float = 0.1
     job_window_per_job: int = 4
     job_window_per_partition: int = 8
     job_heartbeat_seconds: float = 5.0

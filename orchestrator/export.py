@@ -1,11 +1,12 @@
 """The export Planner: take the snapshot, split the partition into byte-bounded jobs, build the manifest.
 
 Snapshot (``transactionTime``): the instant T is taken when the kick-off is accepted, on the same clock that
-stamps ``meta.lastUpdated``. Before planning, the planner waits ``SNAPSHOT_SETTLE_SECONDS`` past T and then
-for every write transaction still in progress, so that every version stamped at or before T is committed
-before any processing job reads. Each processing job then returns, for its slice, the versions current at T
-(see ``storage/export_reader``). A follow-up export with ``_since=T`` therefore starts exactly where this one
-stopped: nothing stamped at or before T is missed, nothing is returned twice.
+stamps ``meta.lastUpdated``; every write takes its transaction id before its stamp (``storage.instants``).
+Before planning, the planner waits ``export_settle_seconds`` past T (the clocks of other processes may lag)
+and then for every write transaction still in progress, so that every version stamped at or before T is
+committed before any processing job reads. Each processing job then returns, for its slice, the versions
+current at T (see ``storage/export_reader``). A follow-up export with ``_since=T`` therefore starts exactly
+where this one stopped: nothing stamped at or before T is missed, nothing is returned twice.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 KIND = "export"
 #: How long after T a write stamped at or before T may still be without a transaction id (clock skew
 #: between hosts, and the moment between stamping a version and inserting it).
-SNAPSHOT_SETTLE_SECONDS = 0.5
 #: How long to wait for write transactions in progress at the snapshot to end.
 SNAPSHOT_WAIT_SECONDS = 60.0
 #: Upper bound of the last range of a type: rows written later are outside the snapshot anyway.
@@ -122,9 +122,14 @@ def export_types(spec: ExportSpec) -> list[str]:
     return sorted({*patient_compartment(), "Patient"})
 
 
-def settle(transaction_time: str, database: Database, partition: str) -> None:
-    """Wait until every write stamped at or before ``transaction_time`` has committed (or failed)."""
-    ready_at = parse_instant(transaction_time).timestamp() + SNAPSHOT_SETTLE_SECONDS
+def settle(transaction_time: str, database: Database, partition: str, settle_seconds: float = 0.1) -> None:
+    """Wait until every write stamped at or before ``transaction_time`` has committed (or failed).
+
+    Every write takes its transaction id before its time stamp (``storage.instants``): once the clocks of
+    the stamping processes have passed ``transaction_time`` (``settle_seconds`` covers their differences),
+    the writes stamped at or before it are committed or still in progress, and the wait covers the latter.
+    """
+    ready_at = parse_instant(transaction_time).timestamp() + settle_seconds
     delay = ready_at - datetime.now(UTC).timestamp()
     if delay > 0:
         time.sleep(delay)
@@ -187,7 +192,7 @@ def plan_export(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
     if spec.level == GROUP and not spec.patients:
         return parts
     ranges = _ranges(ctx, spec, window)
-    settle(when, ctx.database, ctx.partition)
+    settle(when, ctx.database, ctx.partition, ctx.settings.export_settle_seconds)
     if ranges is None:
         # The partition may have been created by a write that committed during the wait.
         ranges = _ranges(ctx, spec, window)

@@ -77,23 +77,24 @@ def partition_id(uow: UnitOfWork, partition: str) -> int | None:
     return uow.session.scalar(select(PartitionRow.id).where(PartitionRow.name == partition))
 
 
+# Every transaction that has an id holds an exclusive lock on it until it ends; pg_locks shows them to any
+# role. (A snapshot's in-progress list would miss the newest transactions: those at or above its xmax.)
+_WRITERS = text(
+    "SELECT DISTINCT transactionid::text FROM pg_locks"
+    " WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted AND pid <> pg_backend_pid()"
+)
+
+
 def wait_for_writers(uow: UnitOfWork, timeout: float) -> bool:
     """Wait until every write transaction in progress now has ended; return False on timeout."""
-    snap = uow.session.scalar(text("SELECT pg_current_snapshot()::text"))
+    pending = {str(x) for x in uow.session.scalars(_WRITERS)}
     deadline = time.monotonic() + timeout
-    while True:
-        busy = uow.session.scalar(
-            text(
-                "SELECT count(*) FROM pg_snapshot_xip(CAST(:s AS pg_snapshot)) AS x "
-                "WHERE pg_xact_status(x) = 'in progress'"
-            ),
-            {"s": snap},
-        )
-        if not busy:
-            return True
+    while pending:
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(0.02)
+        pending &= {str(x) for x in uow.session.scalars(_WRITERS)}
+    return True
 
 
 def high_water_mark(uow: UnitOfWork) -> int:

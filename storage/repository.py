@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from storage.instants import write_instant
 from storage.models import PartitionRow, ResourceRow
 from storage.search import index_resource, unindex_resource
 
@@ -146,7 +147,7 @@ class ResourceRepository:
         pid = self.partition_id(create=True)
         assert pid is not None
         number = version if version is not None else (previous.version + 1 if previous else 1)
-        when = last_updated or datetime.now(UTC)
+        when = last_updated or write_instant(self.session)
         rendered = render(number, when)
         if previous is not None:
             self.session.execute(

@@ -16,7 +16,7 @@ exactly what was changed. A resource the patch cannot apply to is reported in th
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -37,6 +37,7 @@ from storage.bulkedit import (
     write_versions,
 )
 from storage.importwrite import write_index
+from storage.instants import write_instant
 from storage.objectstore import ObjectStore
 from storage.search.index import IndexRows, index_rows_for
 from storage.search.registry import registry_for
@@ -128,7 +129,7 @@ def process_bulk_edit(ctx: EditContext, job: Any) -> dict[str, Any]:
     for start in range(0, len(sids), batch_size):
         batch = sids[start : start + batch_size]
         with ctx.database.unit_of_work(ctx.partition) as uow:
-            now = datetime.now(UTC)
+            now = write_instant(uow.session)
             if d["op"] == UPDATE:
                 counts, failed = _update_batch(uow, batch, ops, now)
                 problems.extend(failed)

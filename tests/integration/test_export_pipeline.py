@@ -7,6 +7,8 @@ back from S3: partition isolation, snapshot semantics, counts, rollover, deletio
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -23,6 +25,7 @@ from orchestrator import export as export_planner
 from orchestrator.export import finish_export, plan_export
 from storage import Database
 from storage.bulkwrite import stamp_new, write_new_resources
+from storage.instants import write_instant
 from storage.objectstore import ObjectStore, S3ObjectStore
 from tests.support.exported import entry_bytes
 from tests.support.fhir import base, put
@@ -191,16 +194,56 @@ def test_a_type_whose_first_rows_commit_while_the_snapshot_settles_is_still_expo
     snapshot = datetime.now(UTC)
     real_settle = export_planner.settle
 
-    def settle_with_a_late_commit(when: str, database: Database, name: str) -> None:
+    def settle_with_a_late_commit(when: str, database: Database, name: str, seconds: float) -> None:
         # When the first Observation, stamped at T, commits while the planner waits for the snapshot to settle
         stamped = stamp_new(
             {"resourceType": "Observation", "id": "late", "status": "final", "code": {"text": "x"}}, snapshot
         )
         write_new_resources(database, name, [stamped], index=False)
-        real_settle(when, database, name)
+        real_settle(when, database, name, seconds)
 
     monkeypatch.setattr(export_planner, "settle", settle_with_a_late_commit)
     _, lines = run_export(ctx_for(partition), at=snapshot)
     # Then it is in the export with the Patient
     assert [orjson.loads(x)["id"] for x in lines["Observation"]] == ["late"]
     assert [orjson.loads(x)["id"] for x in lines["Patient"]] == ["a"]
+
+
+def test_a_write_stamped_before_the_snapshot_but_stalled_past_the_settle_time_is_still_exported(
+    client: FlaskClient, database: Database, partition: str, ctx_for: Any
+) -> None:
+    # Given a partition, and a writer that takes its time stamp, then stalls (for far longer than the settle
+    # time) before it writes anything
+    put(client, f"{base(partition)}/Patient/a", {"resourceType": "Patient", "id": "a"})
+    stamped, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def stalled_writer() -> None:
+        try:
+            with database.unit_of_work(partition) as uow:
+                when = write_instant(uow.session)
+                stamped.set()
+                release.wait(10)
+                body = {"resourceType": "Patient", "id": "late"}
+                uow.resources.write(
+                    "Patient",
+                    "late",
+                    lambda v, t: (orjson.dumps({**body, "meta": {"versionId": str(v)}}), body),
+                    previous=None,
+                    last_updated=when,
+                )
+                uow.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=stalled_writer)
+    writer.start()
+    assert stamped.wait(10)
+    threading.Timer(1.0, release.set).start()
+    time.sleep(0.01)  # the transaction time has millisecond precision: let it pass the stamp
+    # When an export takes its snapshot after the stamp and plans while the writer still stalls
+    _, lines = run_export(ctx_for(partition, export_settle_seconds=0.05), at=datetime.now(UTC))
+    writer.join(10)
+    # Then the planner waited for the writer, and its version (stamped before the snapshot) is exported
+    assert not errors, errors
+    assert sorted(orjson.loads(x)["id"] for x in lines["Patient"]) == ["a", "late"]
