@@ -21,7 +21,7 @@ from orchestrator.registry import register_planner
 from storage import Database
 from storage.bulkedit import live_ranges
 from storage.custom_params import activate, refresh
-from storage.export_reader import wait_for_writers
+from storage.export_planning import wait_for_writers
 from storage.importwrite import import_watermark
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import re
 import select as selectmod
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,11 +25,8 @@ from psycopg.pq import ExecStatus
 from sqlalchemy import (
     ColumnElement,
     Select,
-    and_,
-    func,
     literal,
     select,
-    text,
     union_all,
 )
 from sqlalchemy.dialects import postgresql
@@ -48,19 +44,7 @@ _ESCAPES = {b"b": b"\b", b"f": b"\f", b"n": b" ", b"r": b" ", b"t": b"\t", b"v":
 _BLOCK_BYTES = 1 << 20
 _COPY_OUT = ExecStatus.COPY_OUT
 _COMMAND_OK = ExecStatus.COMMAND_OK
-_BUCKETS = 4096
 _DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
-
-
-@dataclass(frozen=True)
-class ExportRange:
-    """One planned slice of a type: surrogate ids ``low``..``high`` (inclusive), with size estimates."""
-
-    resource_type: str
-    low: int
-    high: int
-    rows: int
-    bytes: int
 
 
 @dataclass(frozen=True)
@@ -77,31 +61,6 @@ def partition_id(uow: UnitOfWork, partition: str) -> int | None:
     return uow.session.scalar(select(PartitionRow.id).where(PartitionRow.name == partition))
 
 
-# Every transaction that has an id holds an exclusive lock on it until it ends; pg_locks shows them to any
-# role. (A snapshot's in-progress list would miss the newest transactions: those at or above its xmax.)
-_WRITERS = text(
-    "SELECT DISTINCT transactionid::text FROM pg_locks"
-    " WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted AND pid <> pg_backend_pid()"
-)
-
-
-def wait_for_writers(uow: UnitOfWork, timeout: float) -> bool:
-    """Wait until every write transaction in progress now has ended; return False on timeout."""
-    pending = {str(x) for x in uow.session.scalars(_WRITERS)}
-    deadline = time.monotonic() + timeout
-    while pending:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-        pending &= {str(x) for x in uow.session.scalars(_WRITERS)}
-    return True
-
-
-def high_water_mark(uow: UnitOfWork) -> int:
-    """Return the largest surrogate id committed so far (every row of the snapshot is at or below it)."""
-    return int(uow.session.scalar(select(func.coalesce(func.max(ResourceRow.surrogate_id), 0))) or 0)
-
-
 def _window_conditions(table: type[ResourceRow], window: ExportWindow) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = [table.last_updated <= window.snapshot]
     if window.since is not None:
@@ -109,77 +68,6 @@ def _window_conditions(table: type[ResourceRow], window: ExportWindow) -> list[C
     if window.until is not None:
         conds.append(table.last_updated <= window.until)
     return conds
-
-
-def plan_ranges(
-    uow: UnitOfWork,
-    pid: int,
-    types: Sequence[str],
-    window: ExportWindow,
-    high: int,
-    *,
-    chunk_bytes: int,
-    max_rows: int,
-) -> list[ExportRange]:
-    """Split each type's live rows into surrogate-id ranges of about ``chunk_bytes`` (and ``max_rows``).
-
-    One pass over the partition sums ``octet_length(raw)`` (read from the TOAST header, no decompression)
-    per type and fixed-width surrogate-id bucket; consecutive buckets are then merged up to the budget. The
-    ranges of a type together cover every surrogate id from 1 to ``high``, gaps included, so versions that
-    were superseded after the snapshot are still inside some range.
-    """
-    if not types or high <= 0:
-        return []
-    session = uow.session
-    low_id, top_id = session.execute(
-        select(func.min(ResourceRow.surrogate_id), func.max(ResourceRow.surrogate_id)).where(
-            ResourceRow.partition_id == pid
-        )
-    ).one()
-    if low_id is None or top_id is None:
-        return []
-    width = max(1, (min(high, top_id) - low_id + 1) // _BUCKETS + 1)
-    bucket = ((ResourceRow.surrogate_id - low_id) // width).label("bucket")
-    conds = [
-        ResourceRow.partition_id == pid,
-        ResourceRow.is_history.is_(False),
-        ResourceRow.is_deleted.is_(False),
-        ResourceRow.resource_type.in_(list(types)),
-        ResourceRow.surrogate_id <= high,
-    ]
-    if window.since is not None:
-        conds.append(ResourceRow.last_updated > window.since)
-    if window.until is not None:
-        conds.append(ResourceRow.last_updated <= window.until)
-    # Hash aggregation: a sort would carry every raw column through the sort.
-    session.execute(text("SET LOCAL enable_sort = off"))
-    rows = session.execute(
-        select(
-            ResourceRow.resource_type,
-            bucket,
-            func.count(),
-            func.sum(func.greatest(func.octet_length(ResourceRow.raw), chunk_bytes // max(max_rows, 1))),
-        )
-        .where(*conds)
-        .group_by(ResourceRow.resource_type, bucket)
-    ).all()
-    session.execute(text("SET LOCAL enable_sort = on"))
-    per_type: dict[str, list[tuple[int, int, int]]] = {}
-    for rtype, b, count, size in rows:
-        per_type.setdefault(rtype, []).append((int(b), int(count), int(size)))
-    ranges: list[ExportRange] = []
-    for rtype in sorted(per_type):
-        buckets = sorted(per_type[rtype])
-        start, rows_acc, bytes_acc = 1, 0, 0
-        for i, (b, count, size) in enumerate(buckets):
-            rows_acc += count
-            bytes_acc += size
-            last = i == len(buckets) - 1
-            if last or bytes_acc + buckets[i + 1][2] > chunk_bytes:
-                end = high if last else low_id + (b + 1) * width - 1
-                ranges.append(ExportRange(rtype, start, end, rows_acc, bytes_acc))
-                start, rows_acc, bytes_acc = end + 1, 0, 0
-    return ranges
 
 
 def _live_select(
@@ -380,35 +268,3 @@ def deleted_resources(
     )
     for rtype, rid in uow.session.execute(stmt):
         yield str(rtype), str(rid)
-
-
-def types_present(uow: UnitOfWork, pid: int, types: Sequence[str]) -> set[str]:
-    """Return which of ``types`` have any row in the partition (one index probe per type)."""
-    if not types:
-        return set()
-    rows = uow.session.execute(
-        text(
-            "SELECT t FROM unnest(CAST(:types AS text[])) AS t WHERE EXISTS ("
-            "SELECT 1 FROM resource r WHERE r.partition_id = :pid AND r.resource_type = t)"
-        ),
-        {"types": list(types), "pid": pid},
-    )
-    return {str(row[0]) for row in rows}
-
-
-def existing_ids(uow: UnitOfWork, pid: int, rtype: str, ids: Sequence[str]) -> set[str]:
-    """Return which of ``ids`` are live resources of ``rtype`` in the partition."""
-    if not ids:
-        return set()
-    rows = uow.session.scalars(
-        select(ResourceRow.resource_id).where(
-            and_(
-                ResourceRow.partition_id == pid,
-                ResourceRow.resource_type == rtype,
-                ResourceRow.resource_id.in_(list(ids)),
-                ResourceRow.is_history.is_(False),
-                ResourceRow.is_deleted.is_(False),
-            )
-        )
-    )
-    return set(rows)

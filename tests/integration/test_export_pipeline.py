@@ -10,7 +10,8 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,6 +26,8 @@ from orchestrator import export as export_planner
 from orchestrator.export import finish_export, plan_export
 from storage import Database
 from storage.bulkwrite import stamp_new, write_new_resources
+from storage.export_planning import plan_ranges
+from storage.export_reader import ExportWindow, partition_id
 from storage.instants import write_instant
 from storage.objectstore import ObjectStore, S3ObjectStore
 from tests.support.exported import entry_bytes
@@ -247,3 +250,37 @@ def test_a_write_stamped_before_the_snapshot_but_stalled_past_the_settle_time_is
     # Then the planner waited for the writer, and its version (stamped before the snapshot) is exported
     assert not errors, errors
     assert sorted(orjson.loads(x)["id"] for x in lines["Patient"]) == ["a", "late"]
+
+
+def test_planned_ranges_cover_every_live_row_once_whether_sized_from_the_index_or_from_the_rows(
+    database: Database, partition: str
+) -> None:
+    # Given 300 Patients of about 250 bytes each
+    now = datetime.now(UTC)
+    people = [
+        stamp_new({"resourceType": "Patient", "id": f"p{i}", "name": [{"family": "F" * 200}]}, now)
+        for i in range(300)
+    ]
+    write_new_resources(database, partition, people, index=False)
+    # When ranges of about 8 KB are planned without a window (index-only counts, sampled sizes) and with one
+    # (exact sizes)
+    with database.unit_of_work(partition) as uow:
+        pid = partition_id(uow, partition)
+        assert pid is not None
+        plans = [
+            plan_ranges(uow, pid, ["Patient"], window, 2**62, chunk_bytes=8000, max_rows=1000)
+            for window in (
+                ExportWindow(snapshot=now),
+                ExportWindow(snapshot=now, since=now - timedelta(days=1)),
+            )
+        ]
+    # Then both plans count each row once, in contiguous ranges of similar byte sizes
+    for ranges in plans:
+        assert sum(r.rows for r in ranges) == 300
+        assert ranges[0].low == 1 and all(a.high + 1 == b.low for a, b in pairwise(ranges))
+        assert 6 <= len(ranges) <= 14
+        assert all(r.bytes <= 8000 + 400 for r in ranges[:-1])
+    sampled, exact = plans
+    assert abs(sum(r.bytes for r in sampled) - sum(r.bytes for r in exact)) < 0.1 * sum(
+        r.bytes for r in exact
+    )

@@ -1,0 +1,201 @@
+"""Planning an export: wait for the writers of its snapshot, size each type's surrogate-id ranges.
+
+The reading side (``storage.export_reader``) streams the rows of each planned range.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, select, text
+
+from storage.export_reader import ExportWindow
+from storage.models import ResourceRow
+from storage.uow import UnitOfWork
+
+_BUCKETS = 4096
+
+
+@dataclass(frozen=True)
+class ExportRange:
+    """One planned slice of a type: surrogate ids ``low``..``high`` (inclusive), with size estimates."""
+
+    resource_type: str
+    low: int
+    high: int
+    rows: int
+    bytes: int
+
+
+# Every transaction that has an id holds an exclusive lock on it until it ends; pg_locks shows them to any
+# role. (A snapshot's in-progress list would miss the newest transactions: those at or above its xmax.)
+_WRITERS = text(
+    "SELECT DISTINCT transactionid::text FROM pg_locks"
+    " WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted AND pid <> pg_backend_pid()"
+)
+
+
+def wait_for_writers(uow: UnitOfWork, timeout: float) -> bool:
+    """Wait until every write transaction in progress now has ended; return False on timeout."""
+    pending = {str(x) for x in uow.session.scalars(_WRITERS)}
+    deadline = time.monotonic() + timeout
+    while pending:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+        pending &= {str(x) for x in uow.session.scalars(_WRITERS)}
+    return True
+
+
+def high_water_mark(uow: UnitOfWork) -> int:
+    """Return the largest surrogate id committed so far (every row of the snapshot is at or below it)."""
+    return int(uow.session.scalar(select(func.coalesce(func.max(ResourceRow.surrogate_id), 0))) or 0)
+
+
+_SAMPLE_ROWS = 1000
+
+
+def _average_size(uow: UnitOfWork, pid: int, rtype: str, total: int, high: int) -> int:
+    """Return the average stored size of a type's live rows, from about ``_SAMPLE_ROWS`` spread evenly."""
+    step = max(1, total // _SAMPLE_ROWS)
+    value = uow.session.execute(
+        text(
+            "SELECT avg(octet_length(raw)) FROM (SELECT raw FROM resource"
+            " WHERE partition_id = :pid AND resource_type = :t AND NOT is_history AND NOT is_deleted"
+            " AND surrogate_id <= :high AND surrogate_id % :step = 0 LIMIT :n) AS sample"
+        ),
+        {"pid": pid, "t": rtype, "high": high, "step": step, "n": _SAMPLE_ROWS},
+    ).scalar()
+    if value is None:  # no surrogate id of the type fell on the step: read the first rows instead
+        value = uow.session.execute(
+            text(
+                "SELECT avg(octet_length(raw)) FROM (SELECT raw FROM resource"
+                " WHERE partition_id = :pid AND resource_type = :t AND NOT is_history AND NOT is_deleted"
+                " AND surrogate_id <= :high LIMIT :n) AS sample"
+            ),
+            {"pid": pid, "t": rtype, "high": high, "n": _SAMPLE_ROWS},
+        ).scalar()
+    return int(value or 0)
+
+
+def plan_ranges(
+    uow: UnitOfWork,
+    pid: int,
+    types: Sequence[str],
+    window: ExportWindow,
+    high: int,
+    *,
+    chunk_bytes: int,
+    max_rows: int,
+) -> list[ExportRange]:
+    """Split each type's live rows into surrogate-id ranges of about ``chunk_bytes`` (and ``max_rows``).
+
+    Rows are counted per type and fixed-width surrogate-id bucket, and each bucket's bytes estimated;
+    consecutive buckets are then merged up to the budget. Without ``_since``/``_until`` the counts come from
+    the live-rows index alone (an index-only scan: the stored JSON is not read) and the bytes from each
+    type's average size in an evenly spread sample; with a window, one pass over the rows sums
+    ``octet_length(raw)`` exactly. The ranges of a type together cover every surrogate id from 1 to
+    ``high``, gaps included, so versions that were superseded after the snapshot are still inside some range.
+    """
+    if not types or high <= 0:
+        return []
+    session = uow.session
+    low_id, top_id = session.execute(
+        select(func.min(ResourceRow.surrogate_id), func.max(ResourceRow.surrogate_id)).where(
+            ResourceRow.partition_id == pid
+        )
+    ).one()
+    if low_id is None or top_id is None:
+        return []
+    width = max(1, (min(high, top_id) - low_id + 1) // _BUCKETS + 1)
+    bucket = ((ResourceRow.surrogate_id - low_id) // width).label("bucket")
+    conds = [
+        ResourceRow.partition_id == pid,
+        ResourceRow.is_history.is_(False),
+        ResourceRow.is_deleted.is_(False),
+        ResourceRow.resource_type.in_(list(types)),
+        ResourceRow.surrogate_id <= high,
+    ]
+    if window.since is not None:
+        conds.append(ResourceRow.last_updated > window.since)
+    if window.until is not None:
+        conds.append(ResourceRow.last_updated <= window.until)
+    floor = chunk_bytes // max(max_rows, 1)  # every row counts at least this much: ranges of max_rows at most
+    # Hash aggregation: a sort would carry every raw column through the sort.
+    session.execute(text("SET LOCAL enable_sort = off"))
+    per_type: dict[str, list[tuple[int, int, int]]] = {}
+    if window.since is None and window.until is None:
+        counted = session.execute(
+            select(ResourceRow.resource_type, bucket, func.count())
+            .where(*conds)
+            .group_by(ResourceRow.resource_type, bucket)
+        ).all()
+        totals: dict[str, int] = {}
+        for rtype, _b, count in counted:
+            totals[str(rtype)] = totals.get(str(rtype), 0) + int(count)
+        average = {
+            rtype: max(_average_size(uow, pid, rtype, total, high), floor) for rtype, total in totals.items()
+        }
+        for rtype, b, count in counted:
+            per_type.setdefault(str(rtype), []).append((int(b), int(count), int(count) * average[str(rtype)]))
+    else:
+        rows = session.execute(
+            select(
+                ResourceRow.resource_type,
+                bucket,
+                func.count(),
+                func.sum(func.greatest(func.octet_length(ResourceRow.raw), floor)),
+            )
+            .where(*conds)
+            .group_by(ResourceRow.resource_type, bucket)
+        ).all()
+        for rtype, b, count, size in rows:
+            per_type.setdefault(str(rtype), []).append((int(b), int(count), int(size)))
+    session.execute(text("SET LOCAL enable_sort = on"))
+    ranges: list[ExportRange] = []
+    for rtype in sorted(per_type):
+        buckets = sorted(per_type[rtype])
+        start, rows_acc, bytes_acc = 1, 0, 0
+        for i, (b, count, size) in enumerate(buckets):
+            rows_acc += count
+            bytes_acc += size
+            last = i == len(buckets) - 1
+            if last or bytes_acc + buckets[i + 1][2] > chunk_bytes:
+                end = high if last else low_id + (b + 1) * width - 1
+                ranges.append(ExportRange(rtype, start, end, rows_acc, bytes_acc))
+                start, rows_acc, bytes_acc = end + 1, 0, 0
+    return ranges
+
+
+def types_present(uow: UnitOfWork, pid: int, types: Sequence[str]) -> set[str]:
+    """Return which of ``types`` have any row in the partition (one index probe per type)."""
+    if not types:
+        return set()
+    rows = uow.session.execute(
+        text(
+            "SELECT t FROM unnest(CAST(:types AS text[])) AS t WHERE EXISTS ("
+            "SELECT 1 FROM resource r WHERE r.partition_id = :pid AND r.resource_type = t)"
+        ),
+        {"types": list(types), "pid": pid},
+    )
+    return {str(row[0]) for row in rows}
+
+
+def existing_ids(uow: UnitOfWork, pid: int, rtype: str, ids: Sequence[str]) -> set[str]:
+    """Return which of ``ids`` are live resources of ``rtype`` in the partition."""
+    if not ids:
+        return set()
+    rows = uow.session.scalars(
+        select(ResourceRow.resource_id).where(
+            and_(
+                ResourceRow.partition_id == pid,
+                ResourceRow.resource_type == rtype,
+                ResourceRow.resource_id.in_(list(ids)),
+                ResourceRow.is_history.is_(False),
+                ResourceRow.is_deleted.is_(False),
+            )
+        )
+    )
+    return set(rows)
