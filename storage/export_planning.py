@@ -54,32 +54,6 @@ def high_water_mark(uow: UnitOfWork) -> int:
     return int(uow.session.scalar(select(func.coalesce(func.max(ResourceRow.surrogate_id), 0))) or 0)
 
 
-_SAMPLE_ROWS = 1000
-
-
-def _average_size(uow: UnitOfWork, pid: int, rtype: str, total: int, high: int) -> int:
-    """Return the average stored size of a type's live rows, from about ``_SAMPLE_ROWS`` spread evenly."""
-    step = max(1, total // _SAMPLE_ROWS)
-    value = uow.session.execute(
-        text(
-            "SELECT avg(octet_length(raw)) FROM (SELECT raw FROM resource"
-            " WHERE partition_id = :pid AND resource_type = :t AND NOT is_history AND NOT is_deleted"
-            " AND surrogate_id <= :high AND surrogate_id % :step = 0 LIMIT :n) AS sample"
-        ),
-        {"pid": pid, "t": rtype, "high": high, "step": step, "n": _SAMPLE_ROWS},
-    ).scalar()
-    if value is None:  # no surrogate id of the type fell on the step: read the first rows instead
-        value = uow.session.execute(
-            text(
-                "SELECT avg(octet_length(raw)) FROM (SELECT raw FROM resource"
-                " WHERE partition_id = :pid AND resource_type = :t AND NOT is_history AND NOT is_deleted"
-                " AND surrogate_id <= :high LIMIT :n) AS sample"
-            ),
-            {"pid": pid, "t": rtype, "high": high, "n": _SAMPLE_ROWS},
-        ).scalar()
-    return int(value or 0)
-
-
 def plan_ranges(
     uow: UnitOfWork,
     pid: int,
@@ -92,12 +66,10 @@ def plan_ranges(
 ) -> list[ExportRange]:
     """Split each type's live rows into surrogate-id ranges of about ``chunk_bytes`` (and ``max_rows``).
 
-    Rows are counted per type and fixed-width surrogate-id bucket, and each bucket's bytes estimated;
-    consecutive buckets are then merged up to the budget. Without ``_since``/``_until`` the counts come from
-    the live-rows index alone (an index-only scan: the stored JSON is not read) and the bytes from each
-    type's average size in an evenly spread sample; with a window, one pass over the rows sums
-    ``octet_length(raw)`` exactly. The ranges of a type together cover every surrogate id from 1 to
-    ``high``, gaps included, so versions that were superseded after the snapshot are still inside some range.
+    One pass over the partition sums ``octet_length(raw)`` (read from the TOAST header, no decompression)
+    per type and fixed-width surrogate-id bucket; consecutive buckets are then merged up to the budget. The
+    ranges of a type together cover every surrogate id from 1 to ``high``, gaps included, so versions that
+    were superseded after the snapshot are still inside some range.
     """
     if not types or high <= 0:
         return []
@@ -123,37 +95,28 @@ def plan_ranges(
     if window.until is not None:
         conds.append(ResourceRow.last_updated <= window.until)
     floor = chunk_bytes // max(max_rows, 1)  # every row counts at least this much: ranges of max_rows at most
-    # Hash aggregation: a sort would carry every raw column through the sort.
+    # Hash aggregation (a sort would carry every raw column through the sort), and no JIT compilation: it
+    # costs more than this one aggregate saves (measured: 0.42 s of JIT for a 0.2 s pass over 1 M rows).
+    restore = session.execute(text("SELECT current_setting('enable_sort'), current_setting('jit')")).one()
     session.execute(text("SET LOCAL enable_sort = off"))
+    session.execute(text("SET LOCAL jit = off"))
+    rows = session.execute(
+        select(
+            ResourceRow.resource_type,
+            bucket,
+            func.count(),
+            func.sum(func.greatest(func.octet_length(ResourceRow.raw), floor)),
+        )
+        .where(*conds)
+        .group_by(ResourceRow.resource_type, bucket)
+    ).all()
     per_type: dict[str, list[tuple[int, int, int]]] = {}
-    if window.since is None and window.until is None:
-        counted = session.execute(
-            select(ResourceRow.resource_type, bucket, func.count())
-            .where(*conds)
-            .group_by(ResourceRow.resource_type, bucket)
-        ).all()
-        totals: dict[str, int] = {}
-        for rtype, _b, count in counted:
-            totals[str(rtype)] = totals.get(str(rtype), 0) + int(count)
-        average = {
-            rtype: max(_average_size(uow, pid, rtype, total, high), floor) for rtype, total in totals.items()
-        }
-        for rtype, b, count in counted:
-            per_type.setdefault(str(rtype), []).append((int(b), int(count), int(count) * average[str(rtype)]))
-    else:
-        rows = session.execute(
-            select(
-                ResourceRow.resource_type,
-                bucket,
-                func.count(),
-                func.sum(func.greatest(func.octet_length(ResourceRow.raw), floor)),
-            )
-            .where(*conds)
-            .group_by(ResourceRow.resource_type, bucket)
-        ).all()
-        for rtype, b, count, size in rows:
-            per_type.setdefault(str(rtype), []).append((int(b), int(count), int(size)))
-    session.execute(text("SET LOCAL enable_sort = on"))
+    for rtype, b, count, size in rows:
+        per_type.setdefault(str(rtype), []).append((int(b), int(count), int(size)))
+    session.execute(
+        text("SELECT set_config('enable_sort', :sort, true), set_config('jit', :jit, true)"),
+        {"sort": restore[0], "jit": restore[1]},
+    )
     ranges: list[ExportRange] = []
     for rtype in sorted(per_type):
         buckets = sorted(per_type[rtype])

@@ -252,7 +252,7 @@ def test_a_write_stamped_before_the_snapshot_but_stalled_past_the_settle_time_is
     assert sorted(orjson.loads(x)["id"] for x in lines["Patient"]) == ["a", "late"]
 
 
-def test_planned_ranges_cover_every_live_row_once_whether_sized_from_the_index_or_from_the_rows(
+def test_planned_ranges_cover_every_live_row_once_in_contiguous_ranges_of_the_byte_budget(
     database: Database, partition: str
 ) -> None:
     # Given 300 Patients of about 250 bytes each
@@ -262,8 +262,7 @@ def test_planned_ranges_cover_every_live_row_once_whether_sized_from_the_index_o
         for i in range(300)
     ]
     write_new_resources(database, partition, people, index=False)
-    # When ranges of about 8 KB are planned without a window (index-only counts, sampled sizes) and with one
-    # (exact sizes)
+    # When ranges of about 8 KB are planned without a window and with a _since window that holds every row
     with database.unit_of_work(partition) as uow:
         pid = partition_id(uow, partition)
         assert pid is not None
@@ -274,7 +273,7 @@ def test_planned_ranges_cover_every_live_row_once_whether_sized_from_the_index_o
                 ExportWindow(snapshot=now, since=now - timedelta(days=1)),
             )
         ]
-    # Then both plans count each row once, in contiguous ranges of similar byte sizes
+    # Then both plans count each row once, in contiguous ranges within the budget, of the same total size
     for ranges in plans:
         assert sum(r.rows for r in ranges) == 300
         assert ranges[0].low == 1 and all(a.high + 1 == b.low for a, b in pairwise(ranges))
