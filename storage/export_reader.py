@@ -27,6 +27,7 @@ from sqlalchemy import (
     Select,
     literal,
     select,
+    text,
     union_all,
 )
 from sqlalchemy.dialects import postgresql
@@ -229,6 +230,9 @@ def stream_raw(
     ``restrict_to`` are selects of surrogate ids (``_typeFilter`` matches, compartment members); a row is kept
     when it is in every one of them. Both parts run in one COPY statement, so they see one database snapshot.
     """
+    # A range's COPY is costed high enough for JIT compilation, which takes longer than it saves on a plain
+    # scan (set per transaction: the worker's unit of work).
+    uow.session.execute(text("SET LOCAL jit = off"))
     live = _live_select(pid, rtype, low, high, window, restrict_to)
     if restrict_to:
         # Search-index rows exist for current versions only: a version superseded after the snapshot
