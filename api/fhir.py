@@ -151,7 +151,7 @@ def conditional_delete(partition: str, rtype: str) -> Response:
 
 
 def _history_bundle(
-    partition: str, versions: list[StoredVersion], total: int, count: int, offset: int
+    partition: str, versions: list[StoredVersion], total: int, count: int, offset: int, *, paged: bool = True
 ) -> Any:
     base = base_url(partition)
     entries: list[dict[str, Any]] = []
@@ -177,7 +177,7 @@ def _history_bundle(
         entries.append(entry)
     self_url = request.url
     links = [{"relation": "self", "url": self_url}]
-    if offset + count < total:
+    if paged and offset + count < total:
         args = request.args.to_dict(flat=True)
         args.update({"_count": str(count), "_offset": str(offset + count)})
         query = "&".join(f"{k}={v}" for k, v in args.items())
@@ -197,7 +197,10 @@ def _history(partition: str, rtype: str | None, rid: str | None) -> Response:
     offset_raw = request.args.get("_offset", "0")
     if not offset_raw.isdigit():
         raise InvalidRequest("_offset must be a non-negative integer")
-    count, offset = page_size(), int(offset_raw)
+    summary = request.args.get("_summary")
+    if summary not in (None, "count", "false"):
+        raise InvalidRequest(f"_summary={summary} is not supported on _history (count and false are)")
+    count, offset = (0 if summary == "count" else page_size()), int(offset_raw)
     versions, total = service.history(
         db(),
         partition,
@@ -208,7 +211,8 @@ def _history(partition: str, rtype: str | None, rid: str | None) -> Response:
         count=count,
         offset=offset,
     )
-    return fhir_response(_history_bundle(partition, versions, total, count, offset))
+    bundle = _history_bundle(partition, versions, total, count, offset, paged=summary != "count")
+    return fhir_response(bundle)
 
 
 @bp.get(f"/{RTYPE}/<rid>/_history")

@@ -92,3 +92,24 @@ def test_prefer_return_minimal_gives_an_empty_body(client: FlaskClient, partitio
 def test_root_paths_are_the_default_partition(client: FlaskClient) -> None:
     put(client, "/Patient/root-check", {"resourceType": "Patient", "id": "root-check"})
     assert client.get("/partitions/default/Patient/root-check").status_code == 200
+
+
+def test_history_with_summary_count_gives_the_total_without_entries_and_refuses_other_summaries(
+    client: FlaskClient, partition: str
+) -> None:
+    # Given a resource with three versions
+    for gender in ("male", "female", "other"):
+        put(client, f"{base(partition)}/Patient/h", {"resourceType": "Patient", "id": "h", "gender": gender})
+    # When its history, its type's history and the partition's history are asked for with _summary=count
+    counted = [
+        client.get(f"{base(partition)}{path}?_summary=count").get_json()
+        for path in ("/Patient/h/_history", "/Patient/_history", "/_history")
+    ]
+    # Then each is a history Bundle with the total and no entries or next link
+    for bundle in counted:
+        assert bundle["type"] == "history" and bundle["total"] == 3
+        assert not bundle.get("entry") and [x["relation"] for x in bundle["link"]] == ["self"]
+    # And a summary mode that history does not support is a 400 OperationOutcome
+    refused = client.get(f"{base(partition)}/Patient/h/_history?_summary=text")
+    assert refused.status_code == 400
+    assert refused.get_json()["resourceType"] == "OperationOutcome"
