@@ -29,6 +29,7 @@ from api.conditional import (
 from api.errors import operation_outcome
 from api.http import base_url, fhir_response, json_body, prefer_return, server_roots
 from api.patching import patch_from_entry
+from api.transaction_checks import check_overlaps, check_same_criteria, relabel
 from api.transaction_entries import (
     ORDER,
     Bases,
@@ -43,7 +44,6 @@ from api.transaction_search import searchset
 from core.errors import (
     BulkheadError,
     Gone,
-    InvalidRequest,
     Issue,
     MethodNotAllowed,
     NotFound,
@@ -71,31 +71,6 @@ class Result:
 def _db() -> Database:
     database: Database = current_app.extensions["bulkhead.db"]
     return database
-
-
-def relabel(exc: BulkheadError, entry: Entry) -> BulkheadError:
-    """Return ``exc`` with its messages and locations naming the entry that failed."""
-    prefix = f"Bundle.entry[{entry.index}]"
-
-    def rebase(expression: str) -> str:
-        if entry.rtype and (expression == entry.rtype or expression.startswith(entry.rtype + ".")):
-            return f"{prefix}.resource{expression[len(entry.rtype) :]}"
-        if expression == "resourceType":
-            return f"{prefix}.resource.resourceType"
-        return expression
-
-    issues = [
-        Issue(
-            f"{entry.label}: {issue.diagnostics}",
-            code=issue.code,
-            severity=issue.severity,
-            expression=tuple(rebase(e) for e in issue.expression) or (prefix,),
-        )
-        for issue in exc.issues
-    ]
-    labelled = BulkheadError(f"{entry.label}: {exc.message}", issues=issues, retry_after=exc.retry_after)
-    labelled.status, labelled.code = exc.status, exc.code
-    return labelled
 
 
 def _resolve_conditional(uow: UnitOfWork, entry: Entry, base: str) -> Result | None:
@@ -215,23 +190,6 @@ def reference_map(entries: list[Entry]) -> dict[str, str]:
     return mapping
 
 
-def _check_overlaps(entries: list[Entry]) -> None:
-    seen: dict[str, Entry] = {}
-    for entry in entries:
-        if entry.method in {"GET", "HEAD"} or entry.target is None:
-            continue
-        other = seen.get(entry.target)
-        if other is not None:
-            raise relabel(
-                InvalidRequest(
-                    f"{entry.target} is also written by Bundle.entry[{other.index}]; "
-                    "a transaction may touch each resource once"
-                ),
-                entry,
-            )
-        seen[entry.target] = entry
-
-
 def _processing_order(entry: Entry) -> tuple[int, str, str, int]:
     """Order entries as FHIR asks (DELETE, POST, PUT/PATCH, GET/HEAD); within DELETE and PUT/PATCH, by target,
     so that concurrent transactions creating the same new ids insert them in one order (409, not deadlock)."""
@@ -258,6 +216,7 @@ def run_transaction(db: Database, partition: str, entries: list[Entry], bases: B
             raise relabel(entry.problem, entry)
         if entry.method == "POST" and entry.if_none_exist is None:
             entry.rid = str(uuid.uuid4())
+    check_same_criteria(entries)
     ordered = sorted(entries, key=_processing_order)
     results: dict[int, Result] = {}
     base = base_url(partition)
@@ -276,7 +235,7 @@ def run_transaction(db: Database, partition: str, entries: list[Entry], bases: B
             for current in (e for e in ordered if e.conditional and e.method in {"PUT", "PATCH"}):
                 _resolve_target(uow, current, base)
             current = None
-            _check_overlaps(entries)
+            check_overlaps(entries)
             mapping = reference_map(entries)
             for current in entries:
                 _prepare(current, mapping, bases)

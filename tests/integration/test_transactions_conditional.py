@@ -23,6 +23,11 @@ def patient(rid: str, mrn: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+def without_id(resource: dict[str, Any]) -> dict[str, Any]:
+    """Return ``resource`` without its id."""
+    return {k: v for k, v in resource.items() if k != "id"}
+
+
 def binary_patch(*ops: dict[str, Any]) -> dict[str, Any]:
     """Return a Binary holding a JSON Patch document."""
     data = base64.b64encode(orjson.dumps(list(ops))).decode()
@@ -204,3 +209,27 @@ def test_a_batch_runs_patch_and_conditional_entries_each_on_its_own(
     assert statuses == ["200", "404", "412", "200", "415", "400"]
     assert current(client, partition, "p1")["gender"] == "other"
     assert current(client, partition, "p1")["meta"]["versionId"] == "3"
+
+
+def test_two_conditional_writes_with_the_same_criteria_in_one_transaction_are_refused(
+    client: FlaskClient, partition: str
+) -> None:
+    # Given a partition where no patient has MRN 7
+    seed(client, partition, patient("p1", "1"))
+    before = stored_state(client, partition)
+    # When a transaction conditionally updates MRN 7 twice (criteria in another order the second time), and
+    # another conditionally creates MRN 7 twice
+    twice_updated = bundle(
+        entry("PUT", "Patient?identifier=urn:mrn|7&active=true", without_id(patient("x", "7", active=True))),
+        entry("PUT", "Patient?active=true&identifier=urn:mrn|7", without_id(patient("y", "7", active=True))),
+    )
+    twice_created = bundle(
+        entry("POST", "Patient", patient("x", "7"), ifNoneExist="identifier=urn:mrn|7"),
+        entry("POST", "Patient", patient("y", "7"), ifNoneExist="identifier=urn:mrn|7"),
+    )
+    answers = [post(client, root(partition), tx) for tx in (twice_updated, twice_created)]
+    # Then each is a 400 naming the other entry, and nothing was stored
+    for resp in answers:
+        body = assert_outcome(resp, 400)
+        assert "Bundle.entry[0]" in orjson.dumps(body).decode()
+    assert stored_state(client, partition) == before
