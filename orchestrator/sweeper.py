@@ -2,10 +2,11 @@
 
 One round (``sweep``), run by the orchestrator every ``job_sweep_seconds`` and callable directly:
 
-1. Jobs whose heartbeat is older than ``job_stale_seconds`` (the worker died, or hangs): a cancelled one
-   ends as cancelled; one with attempts left is taken over (version + 1, so the old worker is fenced off)
-   and queued again; one whose attempts are used up fails with an OperationOutcome saying why (and so does
-   its group, at its next step).
+1. Jobs whose heartbeat is older than ``job_stale_seconds`` (the worker died, or hangs), or older than
+   three heartbeat intervals when their worker process was on this host and is gone (a crash, seen early):
+   a cancelled one ends as cancelled; one with attempts left is taken over (version + 1, so the old worker
+   is fenced off) and queued again; one whose attempts are used up fails with an OperationOutcome saying
+   why (and so does its group, at its next step).
 2. Messages sent long ago and never taken (a broker restart lost them): sent again. A duplicate is harmless.
 3. Groups whose next step is due (all work ended, a part failed, a cancel settled): advanced.
 4. Free window slots: released.
@@ -15,6 +16,8 @@ One round (``sweep``), run by the orchestrator every ``job_sweep_seconds`` and c
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -59,13 +62,45 @@ def sweep(resources: WorkerResources) -> SweepReport:
     return report
 
 
-def _stale(resources: WorkerResources, report: SweepReport) -> None:
+def _gone_here(worker: str | None, host: str) -> bool:
+    """Return whether ``worker`` (``host:pid:thread``) names a process of this host that no longer exists."""
+    parts = (worker or "").split(":")
+    if len(parts) < 2 or parts[0] != host or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _silent_jobs(resources: WorkerResources) -> list[tuple[JobInfo, str]]:
+    """Return the jobs to take over, each with why: no heartbeat for ``job_stale_seconds``, or no heartbeat
+    for three heartbeat intervals from a worker process of this host that is gone (a crash seen at once)."""
     settings = resources.settings
-    queue = resources.queue
     stale_for = settings.job_stale_seconds
-    for job in queue.stale(stale_for):
+    found = {
+        job.id: (
+            job,
+            f"its worker ({job.worker or 'unknown'}) sent no heartbeat for more than {stale_for:.0f} s",
+        )
+        for job in resources.queue.stale(stale_for)
+    }
+    host = socket.gethostname()
+    quiet_for = 3 * settings.job_heartbeat_seconds
+    if quiet_for < stale_for:
+        for job in resources.queue.silent_on_host(quiet_for, host):
+            if job.id not in found and _gone_here(job.worker, host):
+                found[job.id] = (job, f"its worker process ({job.worker}) is gone")
+    return list(found.values())
+
+
+def _stale(resources: WorkerResources, report: SweepReport) -> None:
+    queue = resources.queue
+    for job, silent in _silent_jobs(resources):
         extra = {"partition": job.partition, "job_id": job.id}
-        silent = f"its worker ({job.worker or 'unknown'}) sent no heartbeat for more than {stale_for:.0f} s"
         if job.cancel_requested:
             if queue.cancel_stale(job) is not None:
                 report.cancelled += 1

@@ -75,6 +75,20 @@ class SweepOps(JobStoreBase):
             )
             return [to_info(row) for row in rows]
 
+    def silent_on_host(self, silent_seconds: float, host: str, *, limit: int = 500) -> list[JobInfo]:
+        """Return running jobs held by workers of ``host`` (ids ``host:pid:thread``) whose heartbeat is older
+        than ``silent_seconds``: the caller checks whether those processes still exist."""
+        with self._session(None) as s:
+            rows = s.scalars(
+                select(JobRow)
+                .where(JobRow.status.in_((RUNNING, PLANNING)))
+                .where(JobRow.heartbeat_at < func.now() - seconds(silent_seconds))
+                .where(JobRow.worker.startswith(f"{host}:", autoescape=True))
+                .order_by(JobRow.heartbeat_at)
+                .limit(limit)
+            )
+            return [to_info(row) for row in rows]
+
     def cancel_stale(self, job: JobInfo) -> JobInfo | None:
         """End a stale job whose cancel was requested: nobody is left to see the request."""
         with self._session(job.partition) as s:

@@ -7,6 +7,10 @@ go with their objects.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -120,3 +124,32 @@ def test_the_sweeper_deletes_expired_jobs_with_their_objects(
     assert resources.queue.get(partition, job_id) is None
     assert resources.queue.parts(partition, job_id) == []
     assert objects(object_store, partition, job_id) == {}
+
+
+def test_a_job_whose_worker_process_on_this_host_is_gone_is_taken_over_before_the_stale_limit(
+    settings: Settings, database: Database, object_store: S3ObjectStore, partition: str
+) -> None:
+    # Given a stale limit of 60 s, heartbeats every second, and two parts claimed by workers of this host:
+    # one whose process has exited, one whose process (this one) still runs; neither heartbeat for 5 s
+    resources, sender = make_resources(
+        settings, database, object_store, job_heartbeat_seconds=1.0, job_stale_seconds=60.0
+    )
+    job_id = submit(resources, partition, parts=2)
+    [deliver(resources, m) for m in sender.take()]
+    gone, alive = resources.queue.parts(partition, job_id)
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    host = socket.gethostname()
+    assert resources.queue.claim(partition, gone.id, f"{host}:{exited.pid}:MainThread") is not None
+    assert resources.queue.claim(partition, alive.id, f"{host}:{os.getpid()}:MainThread") is not None
+    for part in (gone, alive):
+        age(resources.database, part.id, 5)
+    sender.take()
+    # When the sweeper runs
+    report = sweep(resources)
+    # Then only the part of the exited process is queued again (and sent), long before 60 s of silence
+    by_id = {p.id: p for p in resources.queue.parts(partition, job_id)}
+    assert report.taken_over == 1
+    assert by_id[gone.id].status == JobStatus.QUEUED and by_id[alive.id].status == JobStatus.RUNNING
+    sent = {m.job_id for m in sender.take() if m.actor == "process"}
+    assert gone.id in sent and alive.id not in sent
