@@ -6,7 +6,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
 from core.settings import Settings
-from workers.broker import broker_description, broker_queue, make_broker, processing_actor_name
+from workers.broker import REDIS_POLL_MS, broker_description, broker_queue, make_broker, processing_actor_name
 from workers.main import dramatiq_argv
 from workers.registry import BUILTIN_OPERATION_MODULES
 
@@ -49,3 +49,14 @@ def test_the_worker_command_runs_dramatiq_on_bulkheads_broker_with_its_operation
     assert argv[argv.index("--processes") + 1] == "2" and argv[argv.index("--threads") + 1] == "3"
     assert argv[argv.index("--queues") + 1 :] == ["export", "jobtest"]
     assert "--skip-logging" in argv
+
+
+def test_an_idle_redis_consumer_waits_at_most_the_short_poll_whatever_timeout_the_worker_asks_for() -> None:
+    # Given the Redis broker the settings name (nothing is connected until a message moves)
+    broker = make_broker(Settings(redis_url="redis://127.0.0.1:9/0"))
+    # When a worker opens a consumer with Dramatiq's default timeout, and one with a shorter one
+    slow = broker.consume("export", prefetch=1, timeout=1000)
+    quick = broker.consume("export", prefetch=1, timeout=50)
+    # Then the idle wait is bounded by the broker's poll, and a shorter one is kept
+    assert isinstance(broker, RedisBroker)
+    assert (slow.timeout, quick.timeout) == (REDIS_POLL_MS, 50)
