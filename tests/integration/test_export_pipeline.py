@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -24,7 +25,7 @@ from core.fhirdates import format_instant
 from core.settings import Settings
 from orchestrator import export as export_planner
 from orchestrator.export import finish_export, plan_export
-from storage import Database
+from storage import Database, export_planning
 from storage.bulkwrite import stamp_new, write_new_resources
 from storage.export_planning import plan_ranges
 from storage.export_reader import ExportWindow, partition_id
@@ -283,3 +284,26 @@ def test_planned_ranges_cover_every_live_row_once_in_contiguous_ranges_of_the_by
     assert abs(sum(r.bytes for r in sampled) - sum(r.bytes for r in exact)) < 0.1 * sum(
         r.bytes for r in exact
     )
+
+
+def test_a_partition_sized_from_a_page_sample_still_exports_every_resource_once_even_of_rare_types(
+    database: Database, partition: str, ctx_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 3,000 Patients and 3 Organizations, and planning that sizes from a sample of half the table's
+    # pages as soon as it sees a single row (so that the rare type may well be missed by the sample)
+    now = datetime.now(UTC)
+    people = [
+        stamp_new({"resourceType": "Patient", "id": f"p{i}", "gender": "other"}, now) for i in range(3000)
+    ]
+    orgs = [stamp_new({"resourceType": "Organization", "id": f"o{i}", "name": "x"}, now) for i in range(3)]
+    write_new_resources(database, partition, people + orgs, index=False)
+    monkeypatch.setattr(export_planning, "SAMPLE_PERCENT", 50.0)
+    monkeypatch.setattr(export_planning, "SAMPLE_MIN_ROWS", 1)
+    # When the partition is exported in ranges of about 16 KB
+    result, lines = run_export(
+        ctx_for(partition, export_chunk_bytes=16_000), at=datetime.now(UTC) + timedelta(seconds=1)
+    )
+    # Then every resource is in the output exactly once
+    exported = Counter(orjson.loads(x)["id"] for x in lines["Patient"] + lines["Organization"])
+    assert exported == Counter([f"p{i}" for i in range(3000)] + [f"o{i}" for i in range(3)])
+    assert sum(e["count"] for e in result["output"]) == 3003
