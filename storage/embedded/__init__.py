@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from storage.embedded.postgres import EmbeddedPostgres
-from storage.embedded.process import ManagedProcess, free_port, free_ports, reserve_port, wait_for_port
+from storage.embedded.process import (
+    ManagedProcess,
+    free_port,
+    free_port_pair,
+    free_ports,
+    reserve_port,
+    wait_for_port,
+)
 from storage.embedded.redis_server import EmbeddedRedis
 from storage.embedded.seaweedfs import EmbeddedS3, S3Endpoint
 
@@ -14,6 +21,7 @@ __all__ = [
     "ManagedProcess",
     "S3Endpoint",
     "free_port",
+    "free_port_pair",
     "free_ports",
     "reserve_port",
     "wait_for_port",

@@ -53,6 +53,25 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def free_port_pair(offset: int) -> tuple[int, int]:
+    """Return a free port and ``port + offset``, both free now and neither handed out before."""
+    with _handed_out_lock:
+        for _ in range(100):
+            with socket.socket() as first:
+                first.bind(("127.0.0.1", 0))
+                port = int(first.getsockname()[1])
+                if port + offset > 65535 or {port, port + offset} & _handed_out:
+                    continue
+                with socket.socket() as second:
+                    try:
+                        second.bind(("127.0.0.1", port + offset))
+                    except OSError:
+                        continue
+                _handed_out.update((port, port + offset))
+                return port, port + offset
+    raise RuntimeError(f"no free pair of ports {offset} apart")
+
+
 def free_port() -> int:
     """Return one TCP port on 127.0.0.1 that is free right now."""
     return free_ports(1)[0]

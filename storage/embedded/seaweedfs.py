@@ -7,12 +7,11 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.embedded.process import ManagedProcess, free_ports, wait_for_port
+from storage.embedded.process import ManagedProcess, free_port_pair, free_ports, wait_for_port
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +30,9 @@ _GRPC_OFFSET = 10000
 
 
 def _admin_ports() -> tuple[int, int]:
-    """Return a free admin HTTP port whose gRPC port (HTTP + 10000, dialled by the worker) is free too."""
-    for _ in range(50):
-        with socket.socket() as http:
-            http.bind(("127.0.0.1", 0))
-            port = int(http.getsockname()[1])
-            if port + _GRPC_OFFSET > 65535:
-                continue
-            with socket.socket() as grpc:
-                try:
-                    grpc.bind(("127.0.0.1", port + _GRPC_OFFSET))
-                except OSError:
-                    continue
-                return port, port + _GRPC_OFFSET
-    raise RuntimeError("no free pair of ports for the SeaweedFS admin server")
+    """Return a free admin HTTP port whose gRPC port (HTTP + 10000, dialled by the worker) is free too
+    (through the same bookkeeping as every other embedded port, so Redis cannot be handed either)."""
+    return free_port_pair(_GRPC_OFFSET)
 
 
 def weed_binary() -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from storage.embedded import ManagedProcess, free_ports, reserve_port
+from storage.embedded import ManagedProcess, free_port_pair, free_ports, reserve_port
 
 
 def _wait_for_line(path: Path, timeout: float = 20.0) -> str:
@@ -86,6 +86,18 @@ def test_free_ports_are_never_handed_out_twice_or_when_reserved() -> None:
     # Then none repeats an earlier one or the reserved one
     assert len(set(first + second)) == 70
     assert first[0] + 1 not in second
+
+
+def test_a_port_pair_is_never_a_port_handed_out_before_nor_handed_out_again() -> None:
+    # Given ports already handed out (as to a Redis about to start)
+    earlier = set(free_ports(30))
+    # When pairs of ports 10000 apart are asked for (as for the SeaweedFS admin server and its gRPC port)
+    pairs = [free_port_pair(10_000) for _ in range(20)]
+    # Then no port of a pair was handed out before, every pair is 10000 apart, and later ports avoid them
+    paired = {p for pair in pairs for p in pair}
+    assert all(b - a == 10_000 for a, b in pairs)
+    assert not paired & earlier and len(paired) == 40
+    assert not set(free_ports(30)) & paired
 
 
 def test_serve_takes_every_stop_signal_even_when_signals_arrive_in_a_burst(tmp_path: Path) -> None:
