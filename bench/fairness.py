@@ -20,9 +20,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import bench_database, machine, record, table
+from bench.common import BenchDatabase, bench_database, machine, record, table
 from bench.jobs import _redis_url
 from core.jobs import JobStatus
 from core.settings import Settings
@@ -135,19 +136,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--record", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args(argv)
+    return run_with_services(
+        "fairness", argv, args.record, lambda db, redis_url, logs: measure(db.app_url, redis_url, args, logs)
+    )
+
+
+def run_with_services(
+    name: str, argv: list[str] | None, record_it: bool, measure_in: Callable[[BenchDatabase, str, Path], str]
+) -> int:
+    """Run ``measure_in`` with a fresh database, a Redis and a log directory; print and record its report."""
     redis_url, server = _redis_url()
     try:
-        with bench_database() as db, tempfile.TemporaryDirectory(prefix="bench-fair-") as logs:
+        with bench_database() as db, tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as logs:
             facts = machine(db.owner_url)
-            body = measure(db.app_url, redis_url, args, Path(logs))
+            body = measure_in(db, redis_url, Path(logs))
     finally:
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
-    command = "python -m bench fairness " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = f"python -m bench {name} " + " ".join(argv if argv is not None else sys.argv[1:])
     text = f"{facts}\n\n`{command.strip()}`\n\n{body}"
     print(text)
-    if args.record:
-        record("fairness", text)
+    if record_it:
+        record(name, text)
     return 0
 
 

@@ -17,17 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
-from bench.common import bench_database, machine, record, table
+from bench.common import table
 from bench.export_seed import seed
-from bench.jobs import _redis_url
+from bench.fairness import run_with_services
 from core.exportspec import ExportSpec
 from core.fhirdates import format_instant
 from core.jobs import JobStatus
@@ -160,20 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=1.0, help="seconds between A's and B's kick-offs")
     parser.add_argument("--record", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args(argv)
-    redis_url, server = _redis_url()
-    try:
-        with bench_database() as db, tempfile.TemporaryDirectory(prefix="bench-fair-export-") as logs:
-            facts = machine(db.owner_url)
-            body = measure(db.app_url, db.owner_url, redis_url, args, Path(logs))
-    finally:
-        if server is not None:
-            server.stop()  # type: ignore[attr-defined]
-    command = "python -m bench fairness_export " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = f"{facts}\n\n`{command.strip()}`\n\n{body}"
-    print(text)
-    if args.record:
-        record("fairness_export", text)
-    return 0
+    return run_with_services(
+        "fairness_export",
+        argv,
+        args.record,
+        lambda db, redis_url, logs: measure(db.app_url, db.owner_url, redis_url, args, logs),
+    )
 
 
 if __name__ == "__main__":
