@@ -287,7 +287,7 @@ def test_planned_ranges_cover_every_live_row_once_in_contiguous_ranges_of_the_by
 
 
 def test_a_partition_sized_from_a_page_sample_still_exports_every_resource_once_even_of_rare_types(
-    database: Database, partition: str, ctx_for: Any, monkeypatch: pytest.MonkeyPatch
+    database: Database, partition: str, other_partition: str, ctx_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given 3,000 Patients and 3 Organizations, and planning that sizes from a sample of half the table's
     # pages as soon as it sees a single row (so that the rare type may well be missed by the sample)
@@ -297,6 +297,11 @@ def test_a_partition_sized_from_a_page_sample_still_exports_every_resource_once_
     ]
     orgs = [stamp_new({"resourceType": "Organization", "id": f"o{i}", "name": "x"}, now) for i in range(3)]
     write_new_resources(database, partition, people + orgs, index=False)
+    # (and another partition holding the same Organization ids)
+    theirs = [
+        stamp_new({"resourceType": "Organization", "id": f"o{i}", "name": "theirs"}, now) for i in range(9)
+    ]
+    write_new_resources(database, other_partition, theirs, index=False)
     monkeypatch.setattr(export_planning, "SAMPLE_PERCENT", 50.0)
     monkeypatch.setattr(export_planning, "SAMPLE_MIN_ROWS", 1)
     # When the partition is exported in ranges of about 16 KB
@@ -307,3 +312,4 @@ def test_a_partition_sized_from_a_page_sample_still_exports_every_resource_once_
     exported = Counter(orjson.loads(x)["id"] for x in lines["Patient"] + lines["Organization"])
     assert exported == Counter([f"p{i}" for i in range(3000)] + [f"o{i}" for i in range(3)])
     assert sum(e["count"] for e in result["output"]) == 3003
+    assert all(orjson.loads(x).get("name") != "theirs" for x in lines["Organization"])
