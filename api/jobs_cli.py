@@ -36,9 +36,20 @@ def _settings() -> Settings:
     multiple=True,
     help="Queues to consume (repeat or comma-join; default: every operation).",
 )
+@click.option(
+    "--lane",
+    type=click.Choice(["all", "foreground", "background"]),
+    default="all",
+    show_default=True,
+    help="Consume the queues of small jobs (foreground), of large ones (background), or both.",
+)
 @click.option("--module", "modules", multiple=True, help="Extra operation module to load (repeat).")
 def worker_command(
-    processes: int | None, threads: int | None, queues: tuple[str, ...], modules: tuple[str, ...]
+    processes: int | None,
+    threads: int | None,
+    queues: tuple[str, ...],
+    lane: str,
+    modules: tuple[str, ...],
 ) -> None:
     """Run Dramatiq worker processes that take processing jobs from the queues."""
     settings = _settings()
@@ -46,7 +57,11 @@ def worker_command(
     from workers.main import run_worker
 
     configure_worker_logging(settings)
-    sys.exit(run_worker(settings, processes=processes, threads=threads, queues=queues, modules=modules))
+    sys.exit(
+        run_worker(
+            settings, processes=processes, threads=threads, queues=queues, modules=modules, lane=lane
+        )
+    )
 
 
 @click.command("orchestrator")

@@ -283,21 +283,26 @@ class Supervisor:
         else:
             log.warning("this installation has no 'bulkhead orchestrator' command; bulk jobs will not run")
         if "worker" in commands:
-            argv = bulkhead_command(
-                "worker",
-                "--processes",
-                str(settings.worker_processes),
-                "--threads",
-                str(settings.worker_threads),
-            )
-            worker = Child("worker", argv, stop_timeout=20.0)
-            self.children.append(worker)
-            self._spawn(worker)
-            self._place(
-                "workers",
-                f"{settings.worker_processes} process(es)",
-                f"{settings.worker_threads} threads each",
-            )
+            # Two pools, so that a large job's work (the background lane, at a lower CPU priority) never
+            # holds the threads or the interpreter lock that a small job's work needs.
+            for lane, name in (("foreground", "worker"), ("background", "background worker")):
+                argv = bulkhead_command(
+                    "worker",
+                    "--processes",
+                    str(settings.worker_processes),
+                    "--threads",
+                    str(settings.worker_threads),
+                    "--lane",
+                    lane,
+                )
+                worker = Child(name, argv, stop_timeout=20.0)
+                self.children.append(worker)
+                self._spawn(worker)
+                self._place(
+                    f"{name}s",
+                    f"{settings.worker_processes} process(es)",
+                    f"{settings.worker_threads} threads each, {lane} lane",
+                )
         else:
             log.warning("this installation has no 'bulkhead worker' command; bulk jobs will not run")
 

@@ -35,9 +35,11 @@ from core.exportspec import ExportSpec
 from core.fhirdates import format_instant
 from core.settings import Settings
 from orchestrator.export import finish_export, plan_export
+from orchestrator.lifecycle import planned_resources
 from storage import Database
 from storage.db import libpq_url
 from storage.objectstore import object_store_from_settings
+from workers.background import run_in_background
 from workers.export import process_export
 
 _WORKER: dict[str, Any] = {}
@@ -61,9 +63,17 @@ def _init_worker(settings: Settings) -> None:
     _WORKER["store"] = object_store_from_settings(settings)
 
 
-def _run_part(partition: str, group_id: str, definition: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    ctx = _Ctx(partition, _WORKER["settings"], _WORKER["database"], _WORKER["store"], group_id)
-    result = process_export(ctx, SimpleNamespace(definition=definition, group_id=group_id))
+def _run_part(
+    partition: str, group_id: str, definition: dict[str, Any], background: bool
+) -> tuple[dict[str, Any], int]:
+    settings = _WORKER["settings"]
+    ctx = _Ctx(partition, settings, _WORKER["database"], _WORKER["store"], group_id)
+
+    def work() -> dict[str, Any]:
+        return process_export(ctx, SimpleNamespace(definition=definition, group_id=group_id))
+
+    # As the worker runtime does: a large job's processing jobs run in the background lane.
+    result = run_in_background(settings.job_background_nice, work) if background else work()
     return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -133,7 +143,10 @@ def run_export(settings: Settings, partition: str, workers: int) -> ExportRun:
         ctx = _Ctx(partition, settings, database, None, group.id)
         definitions = plan_export(ctx, group)
         planned = time.perf_counter()
-        outcomes = pool.starmap(_run_part, [(partition, group.id, d) for d in definitions], chunksize=1)
+        threshold = settings.job_background_resources
+        background = 0 < threshold <= planned_resources(definitions)
+        parts = [(partition, group.id, d, background) for d in definitions]
+        outcomes = pool.starmap(_run_part, parts, chunksize=1)
         manifest = finish_export(ctx, group, [SimpleNamespace(result=r) for r, _ in outcomes])
         done = time.perf_counter()
     database.dispose()
@@ -185,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         db = Database(url)
         db.migrate()
         db.dispose()
-        settings = s3.apply(Settings(database_url=url))
+        settings = s3.apply(Settings.from_env(database_url=url))
         print(f"# export benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
         print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
         started = time.perf_counter()

@@ -2,8 +2,10 @@
 
 Target (issue "Tenant security and fairness"): while partition A exports 1 M resources, a 10 k-resource
 export in B finishes within 2x its time on an idle system. Everything is real and configured as
-``bulkhead serve`` configures it: PostgreSQL, Redis, an S3 server, one orchestrator and one worker process
-with 4 threads, the default windows and chunk size. Each time is kick-off to completed, as a client sees it.
+``bulkhead serve`` configures it: PostgreSQL, Redis, an S3 server, one orchestrator, and two worker pools of
+one process with 4 threads (the foreground lane and the background lane, where A's export runs because it is
+planned at 100,000 resources or more), the default windows and chunk size. Each time is kick-off to
+completed, as a client sees it.
 
 1. idle: B's export alone (median of ``--runs``, after a warm-up export);
 2. busy: A's export is kicked off, B's ``--delay`` seconds later (A's processing jobs are then running);
@@ -74,6 +76,8 @@ def production_timings() -> dict[str, str]:
         "BULKHEAD_JOB_WINDOW_PER_JOB": defaults.job_window_per_job,
         "BULKHEAD_JOB_WINDOW_PER_PARTITION": defaults.job_window_per_partition,
         "BULKHEAD_EXPORT_CHUNK_BYTES": defaults.export_chunk_bytes,
+        "BULKHEAD_JOB_BACKGROUND_RESOURCES": defaults.job_background_resources,
+        "BULKHEAD_JOB_BACKGROUND_NICE": defaults.job_background_nice,
     }
     return {name: os.environ.get(name, str(value)) for name, value in names.items()}
 
@@ -106,7 +110,10 @@ def measure(app_url: str, owner_url: str, redis_url: str, args: argparse.Namespa
         settings = cluster.settings
         try:
             cluster.orchestrator()
-            cluster.worker("--processes", str(args.processes), "--threads", str(args.threads))
+            for lane in ("foreground", "background"):  # the two worker pools ``bulkhead serve`` starts
+                cluster.worker(
+                    "--processes", str(args.processes), "--threads", str(args.threads), "--lane", lane
+                )
             finished(db, cluster, "tenant-b", *kick_off(db, settings, "tenant-b"))  # warm-up
             idle = [
                 finished(db, cluster, "tenant-b", *kick_off(db, settings, "tenant-b"))
@@ -131,7 +138,9 @@ def measure(app_url: str, owner_url: str, redis_url: str, args: argparse.Namespa
     ]
     return "\n".join(
         [
-            f"One orchestrator and {args.processes} worker process(es) with {args.threads} threads each, "
+            f"One orchestrator and two worker pools (foreground and background lane) of {args.processes} "
+            f"process(es) with {args.threads} threads each (background lane from "
+            f"{settings.job_background_resources:,} resources, nice +{settings.job_background_nice}), "
             f"windows of {settings.job_window_per_job} per job and {settings.job_window_per_partition} per "
             "partition, "
             f"export processing jobs of {settings.export_chunk_bytes // 2**20} MiB, gzip objects; B kicked "

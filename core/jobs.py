@@ -38,6 +38,10 @@ ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.PLANNING, JobStatus.RUN
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+#: The priority of the processing jobs of a large job: they run in the background lane (docs/architecture.md).
+BACKGROUND_PRIORITY = -1
+
+
 @dataclass(frozen=True)
 class JobInfo:
     """One row of the job table: a group job or one of its processing jobs."""

@@ -46,6 +46,10 @@ class Settings:
     export_settle_seconds: float = 0.1
     job_window_per_job: int = 4
     job_window_per_partition: int = 8
+    # A job planned at this many resources or more runs its processing jobs in the background lane
+    # (threads at a lower CPU priority); 0 puts every job in the foreground.
+    job_background_resources: int = 100_000
+    job_background_nice: int = 10
     job_heartbeat_seconds: float = 5.0
     job_stale_seconds: float = 60.0
     job_max_attempts: int = 5

@@ -13,6 +13,7 @@ from dramatiq.middleware import Shutdown
 
 from core.errors import BulkheadError, Forbidden, InvalidRequest, Issue, NotFound, Unprocessable
 from core.jobs import (
+    BACKGROUND_PRIORITY,
     TERMINAL_STATUSES,
     JobCancelled,
     JobFenced,
@@ -32,6 +33,31 @@ from workers.runtime import JobContext, WorkerResources, retry_delay, worker_nam
 log = logging.getLogger(__name__)
 
 _REQUEST_ERRORS = (InvalidRequest, NotFound, Forbidden, Unprocessable)
+
+
+#: An import range's size in resources is estimated from its bytes (synthetic and example NDJSON: 0.5-1 KiB).
+_IMPORT_BYTES_PER_RESOURCE = 1024
+
+
+def planned_resources(definitions: list[dict[str, object]]) -> int:
+    """Return about how many resources a plan's processing jobs cover (from what each planner records)."""
+    total = 0
+    for d in definitions:
+        rows = d.get("estimated_rows", d.get("rows"))
+        start, stop = d.get("start"), d.get("stop")
+        if isinstance(rows, int):
+            total += rows
+        elif isinstance(start, int) and isinstance(stop, int):
+            total += max(0, stop - start) // _IMPORT_BYTES_PER_RESOURCE
+    return total
+
+
+def lane_priority(resources: WorkerResources, group: JobInfo, definitions: list[dict[str, object]]) -> int:
+    """Return the processing jobs' priority: BACKGROUND_PRIORITY for a large job, else the group's."""
+    threshold = resources.settings.job_background_resources
+    if threshold > 0 and planned_resources(definitions) >= threshold:
+        return min(group.priority, BACKGROUND_PRIORITY)
+    return group.priority
 
 
 def _expiry(resources: WorkerResources) -> float:
@@ -120,15 +146,22 @@ def _plan(resources: WorkerResources, planner: Planner, group: JobInfo) -> str:
         queue.requeue(job.partition, job.id, job.version, failure_outcome(why), delay_seconds=delay)
         _resend(resources, job, delay)
         return JobStatus.QUEUED.value
+    priority = lane_priority(resources, job, definitions)
     count = queue.store_plan(
-        job.partition, job.id, job.version, definitions, max_attempts=settings.job_max_attempts
+        job.partition,
+        job.id,
+        job.version,
+        definitions,
+        max_attempts=settings.job_max_attempts,
+        priority=priority,
     )
     if count is None:
         current = queue.get(job.partition, job.id)
         if current is not None and current.cancel_requested:
             return settle_cancel(resources, current)
         return "fenced"
-    log.info("planned %s job %s: %s processing jobs", job.kind, job.id, count)
+    lane = "background" if priority < 0 else "foreground"
+    log.info("planned %s job %s: %s processing jobs (%s lane)", job.kind, job.id, count, lane)
     return JobStatus.RUNNING.value
 
 

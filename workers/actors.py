@@ -24,6 +24,7 @@ from workers.broker import (
     broker_description,
     broker_queue,
     job_middleware,
+    lane_queue,
     make_broker,
     processing_actor_name,
 )
@@ -79,6 +80,7 @@ def processing_actor(queue: str) -> dramatiq.Actor[[str, str], None]:
 
 def _declare(processor: Processor) -> None:
     processing_actor(processor.queue)
+    processing_actor(lane_queue(processor.queue, background=True))
 
 
 on_register(_declare)

@@ -45,6 +45,15 @@ def broker_queue(settings: Settings, queue: str) -> str:
     return f"{settings.queue_namespace}.{queue}" if uses_rabbitmq(settings) else queue
 
 
+#: The background lane of a queue is the queue ``{queue}-background`` (docs/architecture.md "Lanes").
+BACKGROUND_LANE_SUFFIX = "-background"
+
+
+def lane_queue(queue: str, *, background: bool) -> str:
+    """Return the queue of ``queue``'s background lane, or ``queue`` itself for the foreground."""
+    return queue + BACKGROUND_LANE_SUFFIX if background else queue
+
+
 def processing_actor_name(queue: str) -> str:
     """Return the name of the generic processing actor that consumes ``queue``."""
     return "process_" + queue.replace("-", "_")
@@ -124,9 +133,15 @@ class MessageSender(Protocol):
         ...
 
     def send_process(
-        self, kind: str, partition: str, job_id: str, *, delay_seconds: float | None = None
+        self,
+        kind: str,
+        partition: str,
+        job_id: str,
+        *,
+        background: bool = False,
+        delay_seconds: float | None = None,
     ) -> None:
-        """Ask a worker to run processing job ``job_id`` of ``partition``."""
+        """Ask a worker to run processing job ``job_id`` of ``partition`` (in the background lane?)."""
         ...
 
 
@@ -159,10 +174,19 @@ class Outbox:
         self.send(ORCHESTRATOR_QUEUE, ORCHESTRATE_ACTOR, partition, group_id, delay_seconds=delay_seconds)
 
     def send_process(
-        self, kind: str, partition: str, job_id: str, *, delay_seconds: float | None = None
+        self,
+        kind: str,
+        partition: str,
+        job_id: str,
+        *,
+        background: bool = False,
+        delay_seconds: float | None = None,
     ) -> None:
-        """Ask a worker to run processing job ``job_id`` (of ``kind``) of ``partition``."""
-        queue = queue_for(kind)
+        """Ask a worker to run processing job ``job_id`` (of ``kind``) of ``partition``.
+
+        A background job (of a large job, see ``workers.background``) goes to its queue's background lane.
+        """
+        queue = lane_queue(queue_for(kind), background=background)
         self.send(queue, processing_actor_name(queue), partition, job_id, delay_seconds=delay_seconds)
 
 

@@ -1,4 +1,8 @@
-"""``bulkhead worker``: the Dramatiq CLI, pointed at Bulkhead's broker and operation modules."""
+"""``bulkhead worker``: the Dramatiq CLI, pointed at Bulkhead's broker and operation modules.
+
+``--lane`` picks the queues of one lane (see ``workers.background``): ``foreground`` (small jobs),
+``background`` (large jobs) or ``all`` (the default: every queue of every operation).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,30 @@ import os
 from collections.abc import Iterable
 
 from core.settings import Settings
-from workers.broker import broker_queue
-from workers.registry import BUILTIN_OPERATION_MODULES, modules_from_setting
+from workers.broker import broker_queue, lane_queue
+from workers.registry import (
+    BUILTIN_OPERATION_MODULES,
+    load_operation_modules,
+    modules_from_setting,
+    registered_processors,
+)
+
+LANES = ("all", "foreground", "background")
+
+
+def lane_queues(lane: str, modules: Iterable[str] = ()) -> list[str]:
+    """Return Bulkhead's queues of ``lane`` for every operation (built in, or named in ``modules``)."""
+    if lane not in LANES:
+        raise ValueError(f"Unknown lane {lane!r}: use one of {', '.join(LANES)}")
+    load_operation_modules(modules)
+    queues = sorted({p.queue for p in registered_processors()})
+    chosen: list[str] = []
+    for queue in queues:
+        if lane in ("all", "foreground"):
+            chosen.append(queue)
+        if lane in ("all", "background"):
+            chosen.append(lane_queue(queue, background=True))
+    return chosen
 
 
 def dramatiq_argv(
@@ -17,11 +43,15 @@ def dramatiq_argv(
     threads: int | None = None,
     queues: Iterable[str] = (),
     modules: Iterable[str] = (),
+    lane: str = "all",
 ) -> list[str]:
     """Return the Dramatiq CLI arguments of a worker: broker module, operation modules and options."""
     operation_modules = dict.fromkeys(
         [*BUILTIN_OPERATION_MODULES, *modules_from_setting(settings.job_modules), *modules]
     )
+    queues = list(queues)
+    if lane != "all" and not queues:
+        queues = lane_queues(lane, operation_modules)
     argv = [
         "workers.actors",
         *operation_modules,
@@ -46,11 +76,14 @@ def run_worker(
     threads: int | None = None,
     queues: Iterable[str] = (),
     modules: Iterable[str] = (),
+    lane: str = "all",
 ) -> int:
     """Run Dramatiq worker processes until they are stopped; return the exit code."""
     from dramatiq.cli import main, make_argument_parser
 
-    argv = dramatiq_argv(settings, processes=processes, threads=threads, queues=queues, modules=modules)
+    argv = dramatiq_argv(
+        settings, processes=processes, threads=threads, queues=queues, modules=modules, lane=lane
+    )
     # Worker processes read their settings from the environment: let them know their thread count.
     os.environ["BULKHEAD_WORKER_THREADS"] = argv[argv.index("--threads") + 1]
     code = main(make_argument_parser().parse_args(argv))  # type: ignore[no-untyped-call]

@@ -33,6 +33,7 @@ from core.settings import Settings
 from storage import Database
 from storage.jobs import JobQueue
 from storage.objectstore import ObjectStore, object_store_from_settings
+from workers.background import run_in_background
 from workers.broker import MessageSender, outbox_for
 from workers.heartbeat import JobHeartbeat
 from workers.logs import job_log_context
@@ -191,7 +192,11 @@ def _run_claimed(resources: WorkerResources, job: JobInfo) -> str:
     try:
         try:
             beat.start()
-            result = processor.process(ctx, job)
+            if job.priority < 0:
+                nice = resources.settings.job_background_nice
+                result = run_in_background(nice, lambda: processor.process(ctx, job))
+            else:
+                result = processor.process(ctx, job)
         finally:
             beat.stop()
         beat.check()
@@ -248,7 +253,9 @@ def _retry(resources: WorkerResources, job: JobInfo, why: str) -> str:
 
 def _resend(resources: WorkerResources, job: JobInfo, delay: float) -> None:
     try:
-        resources.sender.send_process(job.kind, job.partition, job.id, delay_seconds=delay)
+        resources.sender.send_process(
+            job.kind, job.partition, job.id, background=job.priority < 0, delay_seconds=delay
+        )
     except BulkheadError as exc:
         log.warning(
             "job %s requeued but its message was not sent (%s); the sweeper will", job.id, exc.message

@@ -71,9 +71,11 @@ class GroupOps(JobStoreBase):
         definitions: Iterable[dict[str, Any]],
         *,
         max_attempts: int,
+        priority: int | None = None,
     ) -> int | None:
         """Store the processing jobs of a plan and start the group, in one transaction.
 
+        The processing jobs take ``priority`` (the group's when None; a negative one is the background lane).
         Idempotent: a definition already stored for the group (same hash) is not added again. Returns the
         group's number of processing jobs; None when the planner was fenced off or the group was cancelled
         meanwhile (then nothing is stored, and a cancelled group ends as cancelled).
@@ -100,7 +102,7 @@ class GroupOps(JobStoreBase):
                     "definition": definition,
                     "definition_hash": definition_hash(definition),
                     "status": QUEUED,
-                    "priority": group.priority,
+                    "priority": group.priority if priority is None else priority,
                     "max_attempts": max_attempts,
                     "progress": {},
                 }

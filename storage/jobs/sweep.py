@@ -22,6 +22,7 @@ class JobRef:
     partition: str
     job_id: str
     group_id: str
+    background: bool = False
 
 
 _TO_ADVANCE = text(
@@ -121,7 +122,7 @@ class SweepOps(JobStoreBase):
                     )
                 )
                 .values(released_at=func.now())
-                .returning(JobRow.kind, JobRow.partition, JobRow.id, JobRow.group_id)
+                .returning(JobRow.kind, JobRow.partition, JobRow.id, JobRow.group_id, JobRow.priority < 0)
             ).all()
             groups = s.execute(
                 update(JobRow)
@@ -136,7 +137,7 @@ class SweepOps(JobStoreBase):
                     )
                 )
                 .values(released_at=func.now())
-                .returning(JobRow.kind, JobRow.partition, JobRow.id, JobRow.group_id)
+                .returning(JobRow.kind, JobRow.partition, JobRow.id, JobRow.group_id, JobRow.priority < 0)
             ).all()
         return [JobRef(*row) for row in parts], [JobRef(*row) for row in groups]
 

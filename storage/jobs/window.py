@@ -41,6 +41,7 @@ class ReleasedJob:
     partition: str
     job_id: str
     group_id: str
+    background: bool = False
 
 
 def choose_releases(loads: list[GroupLoad], per_job: int, per_partition: int) -> dict[str, int]:
@@ -139,10 +140,17 @@ class WindowOps(JobStoreBase):
                     update(JobRow)
                     .where(JobRow.id.in_(chosen))
                     .values(released_at=func.now())
-                    .returning(JobRow.kind, JobRow.partition, JobRow.id, JobRow.group_id, JobRow.ordinal)
+                    .returning(
+                        JobRow.kind,
+                        JobRow.partition,
+                        JobRow.id,
+                        JobRow.group_id,
+                        JobRow.ordinal,
+                        JobRow.priority,
+                    )
                 ).all()
-                for kind, partition, job_id, gid, _ in sorted(rows, key=lambda r: r[4]):
-                    released.append(ReleasedJob(kind, partition, job_id, gid))
+                for kind, partition, job_id, gid, _, priority in sorted(rows, key=lambda r: r[4]):
+                    released.append(ReleasedJob(kind, partition, job_id, gid, priority < 0))
         return released
 
     def unrelease(self, jobs: list[ReleasedJob]) -> None:

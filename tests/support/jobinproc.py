@@ -41,6 +41,7 @@ class SentMessage:
     job_id: str
     kind: str | None = None
     delay_seconds: float | None = None
+    background: bool = False
 
 
 class RecordingSender:
@@ -56,10 +57,16 @@ class RecordingSender:
         self._add(SentMessage("orchestrate", partition, group_id, None, delay_seconds))
 
     def send_process(
-        self, kind: str, partition: str, job_id: str, *, delay_seconds: float | None = None
+        self,
+        kind: str,
+        partition: str,
+        job_id: str,
+        *,
+        background: bool = False,
+        delay_seconds: float | None = None,
     ) -> None:
-        """Record a processing message."""
-        self._add(SentMessage("process", partition, job_id, kind, delay_seconds))
+        """Record a processing message (and its lane)."""
+        self._add(SentMessage("process", partition, job_id, kind, delay_seconds, background))
 
     def _add(self, message: SentMessage) -> None:
         with self._lock:

@@ -18,6 +18,8 @@ definition: a retried part overwrites its object. The result lists the object an
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -51,6 +53,7 @@ def plan(ctx: PlanningContext, job: JobInfo) -> Iterator[dict[str, Any]]:
             else 0,
             "refuse": spec.get("refuse_part") == n,
             "write": bool(spec.get("write", True)),
+            "estimated_rows": int(spec.get("lines", 3)),  # the plan's size decides its lane
         }
 
 
@@ -67,12 +70,19 @@ def process(ctx: ProcessingContext, job: JobInfo) -> dict[str, Any]:
         if spec.get("report", True):
             ctx.heartbeat({"steps": step + 1})
     lines = int(spec.get("lines", 3))
+    # Where the part ran: the worker's parent process (its pool) and this thread's nice value (its lane).
+    ran = {"attempt": job.attempts, "ppid": os.getppid(), "nice": this_thread_nice()}
     if not spec.get("write", True):
-        return {"count": lines, "attempt": job.attempts}
+        return {"count": lines, **ran}
     body = "".join(f'{{"part":{n},"line":{i}}}\n' for i in range(lines)).encode()
     key = ctx.object_store.ndjson_key(ctx.partition, ctx.group_id, "Part", n)
     ctx.object_store.put_bytes(key, body)
-    return {"key": key, "count": lines, "attempt": job.attempts}
+    return {"key": key, "count": lines, **ran}
+
+
+def this_thread_nice() -> int:
+    """Return the calling thread's nice value (Linux: each thread has its own)."""
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
 def finish(ctx: PlanningContext, job: JobInfo, parts: list[JobInfo]) -> dict[str, Any]:

@@ -1,0 +1,51 @@
+"""Two worker pools, as ``bulkhead serve`` starts them: ``--lane foreground`` and ``--lane background``.
+
+Real orchestrator and worker processes on PostgreSQL, Redis and S3 run the test-only ``jobtest`` operation
+(``tests/support/jobops.py``), each part of which reports the process that ran it and its thread's nice
+value. The background threshold is lowered to 10 resources.
+"""
+
+from __future__ import annotations
+
+from core.jobs import JobStatus
+from orchestrator import service
+from storage import Database
+from storage.jobs import JobQueue
+from tests.support import jobops
+from tests.support.jobprocs import JobCluster, wait_for_status
+
+ENDED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+
+
+def test_a_large_job_runs_only_in_the_background_pool_and_a_small_one_only_in_the_foreground_pool(
+    cluster: JobCluster, database: Database, partition: str, other_partition: str
+) -> None:
+    jobs = cluster.with_env(BULKHEAD_JOB_BACKGROUND_RESOURCES="10")
+    try:
+        jobs.orchestrator()
+        foreground = jobs.worker("--lane", "foreground")
+        background = jobs.worker("--lane", "background")
+        settings = jobs.settings
+        # Given a job planned at 20 resources in one partition and one of 4 in another
+        large = service.submit(
+            database, partition, jobops.KIND, {"parts": 4, "lines": 5}, settings=settings
+        ).id
+        small = service.submit(
+            database, other_partition, jobops.KIND, {"parts": 2, "lines": 2}, settings=settings
+        ).id
+        # When both run to their end
+        for p, job_id in ((partition, large), (other_partition, small)):
+            wait_for_status(database, p, job_id, ENDED, timeout=90, cluster=jobs)
+            assert service.status(database, p, job_id).state == JobStatus.COMPLETED
+        queue = JobQueue(database)
+        large_runs = [p.result or {} for p in queue.parts(partition, large)]
+        small_runs = [p.result or {} for p in queue.parts(other_partition, small)]
+        # Then every part of the large job ran in the background pool, ten steps nicer (at most 19)
+        assert background.popen is not None and foreground.popen is not None
+        assert {r.get("ppid") for r in large_runs} == {background.popen.pid}
+        # And every part of the small job ran in the foreground pool, at the usual priority
+        assert {r.get("ppid") for r in small_runs} == {foreground.popen.pid}
+        [usual] = {r["nice"] for r in small_runs}
+        assert {r["nice"] for r in large_runs} == {min(19, usual + 10)}
+    finally:
+        jobs.stop()
