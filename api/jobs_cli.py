@@ -58,9 +58,7 @@ def worker_command(
 
     configure_worker_logging(settings)
     sys.exit(
-        run_worker(
-            settings, processes=processes, threads=threads, queues=queues, modules=modules, lane=lane
-        )
+        run_worker(settings, processes=processes, threads=threads, queues=queues, modules=modules, lane=lane)
     )
 
 

@@ -133,9 +133,7 @@ def _send(resources: WorkerResources, job: JobInfo) -> None:
         if job.is_group:
             resources.sender.send_orchestrate(job.partition, job.id)
         else:
-            resources.sender.send_process(
-                job.kind, job.partition, job.id, background=job.priority < 0
-            )
+            resources.sender.send_process(job.kind, job.partition, job.id, background=job.priority < 0)
     except BulkheadError as exc:
         log.warning("message for job %s not sent (%s); next sweep", job.id, exc.message)
 
@@ -144,9 +142,7 @@ def _lost(resources: WorkerResources, report: SweepReport) -> None:
     parts, groups = resources.queue.lost_messages(resources.settings.job_stale_seconds)
     try:
         for ref in parts:
-            resources.sender.send_process(
-                ref.kind, ref.partition, ref.job_id, background=ref.background
-            )
+            resources.sender.send_process(ref.kind, ref.partition, ref.job_id, background=ref.background)
             report.resent += 1
         for ref in groups:
             resources.sender.send_orchestrate(ref.partition, ref.job_id)

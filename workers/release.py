@@ -31,9 +31,7 @@ def release_work(resources: WorkerResources) -> int:
     sent = 0
     for n, job in enumerate(released):
         try:
-            resources.sender.send_process(
-                job.kind, job.partition, job.job_id, background=job.background
-            )
+            resources.sender.send_process(job.kind, job.partition, job.job_id, background=job.background)
         except BulkheadError as exc:
             unsent: list[ReleasedJob] = released[n:]
             queue.unrelease(unsent)
