@@ -38,10 +38,12 @@ from storage.models import PartitionRow, ResourceRow
 from storage.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
-_UNESCAPE = re.compile(rb"\\(.)", re.DOTALL)
-# A literal newline or carriage return in stored JSON can only be whitespace: write it as a space so that
-# every NDJSON line stays one line.
-_ESCAPES = {b"b": b"\b", b"f": b"\f", b"n": b" ", b"r": b" ", b"t": b"\t", b"v": b"\v"}
+#: The COPY format: CSV with a quote character and a delimiter that JSON never holds unescaped (control
+#: characters must be escaped in JSON text), so that PostgreSQL writes each stored JSON as it is, without the
+#: backslash escaping of the text format (which real resources need on every narrative's ``\"``).
+_COPY_OPTIONS = "WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
+_QUOTE = b"\x01"
+_QUOTED = re.compile(rb"\x01((?:[^\x01]|\x01\x01)*)\x01")
 _BLOCK_BYTES = 1 << 20
 _COPY_OUT = ExecStatus.COPY_OUT
 _COMMAND_OK = ExecStatus.COMMAND_OK
@@ -129,8 +131,16 @@ def _superseded_select(pid: int, rtype: str, low: int, high: int, window: Export
     return select(at_snapshot.c.raw).select_from(changed).join(at_snapshot, literal(True)).where(*conds)
 
 
-def _unescape(block: bytes) -> bytes:
-    return _UNESCAPE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), block)
+def _unquote(block: bytes) -> bytes:
+    """Undo PostgreSQL's CSV quoting of stored JSON that holds a raw control character (not valid JSON text,
+    but storable by a trusted import): quotes removed, doubled quote characters halved, and a raw newline or
+    carriage return written as a space so that every NDJSON line stays one line."""
+
+    def plain(match: re.Match[bytes]) -> bytes:
+        inner = match.group(1).replace(_QUOTE + _QUOTE, _QUOTE)
+        return inner.replace(b"\r", b" ").replace(b"\n", b" ")
+
+    return _QUOTED.sub(plain, block)
 
 
 def _wait(pg: Any, *, write: bool = False) -> None:
@@ -154,16 +164,17 @@ def _check(res: Any, expected: int) -> None:
 
 
 def _copy_blocks(uow: UnitOfWork, stmt: Select[Any]) -> Iterator[tuple[bytes, int]]:
-    """Run ``stmt`` as a text COPY and yield blocks of NDJSON lines (about 1 MB) with their line counts.
+    """Run ``stmt`` as a COPY and yield blocks of NDJSON lines (about 1 MB) with their line counts.
 
     libpq is driven directly: psycopg's row-by-row COPY generator costs more per row than the database
-    does to produce it. The wait for the first row (which may be long) happens in ``select``, without the
-    GIL, so that timer threads such as heartbeats keep running.
+    does to produce it. Rows are appended to one buffer (rows kept as separate objects until a join cost a
+    third more). The wait for the first row (which may be long) happens in ``select``, without the GIL, so
+    that timer threads such as heartbeats keep running.
     """
     compiled = stmt.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
     conn = uow.session.connection().connection.driver_connection
     assert conn is not None
-    sql = ClientCursor(conn).mogrify(f"COPY ({compiled.string}) TO STDOUT", compiled.params)
+    sql = ClientCursor(conn).mogrify(f"COPY ({compiled.string}) TO STDOUT {_COPY_OPTIONS}", compiled.params)
     pg = conn.pgconn
     pg.send_query(sql.encode("utf-8"))
     while pg.flush():
@@ -172,23 +183,24 @@ def _copy_blocks(uow: UnitOfWork, stmt: Select[Any]) -> Iterator[tuple[bytes, in
     try:
         _check(_result(pg), _COPY_OUT)
         state = "copying"
-        parts: list[bytes] = []
-        size = 0
+        buffer = bytearray()
+        lines = 0
         get = pg.get_copy_data
         while True:
             # Rows stream without pause once the COPY has started: a blocking read is the cheapest.
             nbytes, data = get(0)
             if nbytes > 0:
-                parts.append(data)
-                size += nbytes
-                if size < _BLOCK_BYTES:
+                buffer += data
+                lines += 1
+                if len(buffer) < _BLOCK_BYTES:
                     continue
-            if parts:
-                block = b"".join(parts)
-                if b"\\" in block:
-                    block = _unescape(block)
-                yield block, len(parts)
-                parts, size = [], 0
+            if lines:
+                block = bytes(buffer)
+                if _QUOTE in block:
+                    block = _unquote(block)
+                yield block, lines
+                buffer.clear()
+                lines = 0
             if nbytes < 0:
                 break
         state = "finishing"
