@@ -9,7 +9,8 @@ server, seeds one large partition next to other partitions with COPY, then measu
 2. the export from kick-off (the snapshot instant) to a complete manifest with every file in S3, with one
    and with two worker processes running the export Processor, and each worker's peak RSS, with plain and
    with gzip-compressed objects (``export_gzip``);
-3. the same at a quarter of the size (peak RSS must stay flat);
+3. the same at a quarter of the size (peak RSS must stay flat), and at a quarter of the size with a
+   generated XHTML narrative in every resource (as real resources have: quotes escaped in the JSON);
 4. an export of ``--big`` resources of ``--big-mb`` MB each.
 """
 
@@ -207,12 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         seed(url, big_name, args.resources)
         seed(url, "bench-other-2", args.other)
         seed(url, small_name, args.resources // 4)
+        narrative_name = "bench-narrative"
+        seed(url, narrative_name, args.resources // 4, narrative=True)
         _vacuum(url)
         print(
-            f"seeded {args.resources:,} + {args.resources // 4:,} + 2x{args.other:,} resources "
-            f"in {time.perf_counter() - started:.0f}s (COPY)"
+            f"seeded {args.resources:,} + 2x{args.resources // 4:,} (one with narratives) + 2x{args.other:,} "
+            f"resources in {time.perf_counter() - started:.0f}s (COPY)"
         )
-        for name in (big_name, small_name):
+        for name in (big_name, small_name, narrative_name):
             pid = _pid(url, name)
             rows, size, seconds = copy_baseline(url, pid)
             copy_rate = rows / seconds

@@ -86,6 +86,17 @@ def _observation(i: int, patients: int, when: str) -> bytes:
     )
 
 
+def _narrated(raw: bytes) -> bytes:
+    """Return the resource with a generated narrative, as most real resources have (quotes and all)."""
+    resource = orjson.loads(raw)
+    summary = ", ".join(f"{k}: {v}" for k, v in resource.items() if isinstance(v, str))
+    div = (
+        '<div xmlns="http://www.w3.org/1999/xhtml"><p><b>Generated narrative</b></p>'
+        f'<table class="grid"><tr><td>{summary}</td></tr></table></div>'
+    )
+    return orjson.dumps({**resource, "text": {"status": "generated", "div": div}})
+
+
 def _copy_line(pid: int, rtype: str, rid: str, when: datetime, raw: bytes) -> bytes:
     text = raw.replace(b"\\", b"\\\\")
     return b"%d\t%s\t%s\t1\t%s\tf\tf\t%s\n" % (
@@ -97,14 +108,15 @@ def _copy_line(pid: int, rtype: str, rid: str, when: datetime, raw: bytes) -> by
     )
 
 
-def _rows(pid: int, count: int, when: datetime) -> Iterator[bytes]:
+def _rows(pid: int, count: int, when: datetime, narrative: bool) -> Iterator[bytes]:
     stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     patients = max(count // 10, 1)
+    dress = _narrated if narrative else bytes
     for i in range(count):
         if i < patients:
-            yield _copy_line(pid, "Patient", f"p{i}", when, _patient(i, stamp))
+            yield _copy_line(pid, "Patient", f"p{i}", when, dress(_patient(i, stamp)))
         else:
-            yield _copy_line(pid, "Observation", f"o{i}", when, _observation(i, patients, stamp))
+            yield _copy_line(pid, "Observation", f"o{i}", when, dress(_observation(i, patients, stamp)))
 
 
 def _copy(conn: psycopg.Connection, lines: Iterator[bytes]) -> None:
@@ -123,12 +135,22 @@ def _copy(conn: psycopg.Connection, lines: Iterator[bytes]) -> None:
             copy.write(b"".join(batch))
 
 
-def seed(database_url: str, partition: str, count: int, *, when: datetime | None = None) -> int:
-    """Write ``count`` resources (10% Patients, 90% Observations) into ``partition``; return its id."""
+def seed(
+    database_url: str,
+    partition: str,
+    count: int,
+    *,
+    when: datetime | None = None,
+    narrative: bool = False,
+) -> int:
+    """Write ``count`` resources (10% Patients, 90% Observations) into ``partition``; return its id.
+
+    With ``narrative`` each has a generated XHTML narrative (``text.div``), whose quotes are escaped in JSON.
+    """
     when = when or datetime.now(UTC) - timedelta(minutes=1)
     with psycopg.connect(libpq_url(database_url)) as conn:
         pid = partition_id(conn, partition)
-        _copy(conn, _rows(pid, count, when))
+        _copy(conn, _rows(pid, count, when, narrative))
         conn.commit()
         conn.execute("ANALYZE resource")
         conn.commit()

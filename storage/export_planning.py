@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, select, text
+from sqlalchemy.sql.elements import TextClause
 
 from storage.export_reader import ExportWindow
 from storage.models import ResourceRow
@@ -54,10 +55,33 @@ def high_water_mark(uow: UnitOfWork) -> int:
     return int(uow.session.scalar(select(func.coalesce(func.max(ResourceRow.surrogate_id), 0))) or 0)
 
 
+_BOUNDS = text(
+    "SELECT min(b.lo), max(b.hi) FROM unnest(CAST(:types AS text[])) AS t(rtype)"
+    " CROSS JOIN LATERAL (SELECT min(r.surrogate_id) AS lo, max(r.surrogate_id) AS hi FROM resource r"
+    " WHERE r.partition_id = :pid AND r.resource_type = t.rtype AND NOT r.is_history AND NOT r.is_deleted) b"
+)
+
 #: Percentage of the resource table's pages a large partition is sized from (``TABLESAMPLE SYSTEM``).
 SAMPLE_PERCENT = 1.0
 #: Sampled rows below which the partition is small enough to size exactly.
 SAMPLE_MIN_ROWS = 5000
+
+
+#: A first sample below SAMPLE_MIN_ROWS is taken again, larger, when it saw at least this many rows and the
+#: larger sample stays under RESAMPLE_MAX_PERCENT of the table; otherwise the partition is sized exactly.
+RESAMPLE_MIN_ROWS = 200
+RESAMPLE_MAX_PERCENT = 25.0
+
+
+def _sample_query(percent: float) -> TextClause:
+    return text(
+        "SELECT resource_type, (surrogate_id - :low) / :width AS b, count(*),"
+        " sum(greatest(octet_length(raw), :floor))"
+        f" FROM resource TABLESAMPLE SYSTEM ({percent:.4f})"
+        " WHERE partition_id = :pid AND NOT is_history AND NOT is_deleted"
+        " AND resource_type = ANY(CAST(:types AS text[])) AND surrogate_id <= :high"
+        " GROUP BY 1, 2"
+    )
 
 
 def _sampled(
@@ -69,20 +93,20 @@ def _sampled(
     Rows of a partition are written in surrogate-id order, so whole pages hold neighbouring buckets and a
     page sample scaled up is close to the exact counts once buckets are merged into ranges of tens of MB.
     """
-    rows = uow.session.execute(
-        text(
-            "SELECT resource_type, (surrogate_id - :low) / :width AS b, count(*),"
-            " sum(greatest(octet_length(raw), :floor))"
-            f" FROM resource TABLESAMPLE SYSTEM ({SAMPLE_PERCENT:g})"
-            " WHERE partition_id = :pid AND NOT is_history AND NOT is_deleted"
-            " AND resource_type = ANY(CAST(:types AS text[])) AND surrogate_id <= :high"
-            " GROUP BY 1, 2"
-        ),
-        {"low": low_id, "width": width, "floor": floor, "pid": pid, "types": list(types), "high": high},
-    ).all()
-    if sum(int(r[2]) for r in rows) < SAMPLE_MIN_ROWS:
-        return {}
-    scale = 100.0 / SAMPLE_PERCENT
+    params = {"low": low_id, "width": width, "floor": floor, "pid": pid, "types": list(types), "high": high}
+    percent = SAMPLE_PERCENT
+    rows = uow.session.execute(_sample_query(percent), params).all()
+    seen = sum(int(r[2]) for r in rows)
+    if seen < SAMPLE_MIN_ROWS:
+        # A partition of tens of thousands of rows among millions: a larger sample still costs a fraction
+        # of the exact pass (which reads every row of the partition).
+        percent = SAMPLE_PERCENT * SAMPLE_MIN_ROWS / max(seen, 1)
+        if seen < RESAMPLE_MIN_ROWS or percent > RESAMPLE_MAX_PERCENT:
+            return {}
+        rows = uow.session.execute(_sample_query(percent), params).all()
+        if sum(int(r[2]) for r in rows) < SAMPLE_MIN_ROWS // 2:
+            return {}
+    scale = 100.0 / percent
     per_type: dict[str, list[tuple[int, int, int]]] = {}
     for rtype, b, count, size in rows:
         per_type.setdefault(str(rtype), []).append(
@@ -113,11 +137,9 @@ def plan_ranges(
     if not types or high <= 0:
         return []
     session = uow.session
-    low_id, top_id = session.execute(
-        select(func.min(ResourceRow.surrogate_id), func.max(ResourceRow.surrogate_id)).where(
-            ResourceRow.partition_id == pid
-        )
-    ).one()
+    # Per type, from the live-row index: a plain min/max over the partition walks the surrogate-id index
+    # past every row of the partitions written before (or after) it (0.4 s for 10 k rows behind 1 M).
+    low_id, top_id = session.execute(_BOUNDS, {"pid": pid, "types": list(types)}).one()
     if low_id is None or top_id is None:
         return []
     width = max(1, (min(high, top_id) - low_id + 1) // _BUCKETS + 1)

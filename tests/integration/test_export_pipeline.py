@@ -374,3 +374,38 @@ def test_stored_json_with_a_raw_control_character_or_newline_still_exports_as_on
     assert len(lines["Patient"]) == 3 and sorted(by_id) == ["raw1", "raw2"]
     assert by_id["raw1"] == raws["raw1"].encode()
     assert by_id["raw2"] == raws["raw2"].replace("\n", " ").encode()
+
+
+def test_a_first_sample_too_small_to_size_from_is_taken_again_larger_and_every_resource_still_exports_once(
+    database: Database, partition: str, ctx_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 3,000 Patients of about 1.9 KB each (about four to a page, so that page samples are steady),
+    # and planning whose 5 % page sample must see 600 rows to be used
+    now = datetime.now(UTC)
+    people = [
+        stamp_new({"resourceType": "Patient", "id": f"p{i}", "name": [{"text": secrets.token_hex(900)}]}, now)
+        for i in range(3000)
+    ]
+    write_new_resources(database, partition, people, index=False)
+    monkeypatch.setattr(export_planning, "SAMPLE_PERCENT", 5.0)
+    monkeypatch.setattr(export_planning, "SAMPLE_MIN_ROWS", 600)
+    monkeypatch.setattr(export_planning, "RESAMPLE_MIN_ROWS", 1)
+    monkeypatch.setattr(export_planning, "RESAMPLE_MAX_PERCENT", 100.0)
+    percents: list[float] = []
+    sample_query = export_planning._sample_query
+
+    def spy(percent: float) -> Any:
+        percents.append(percent)
+        return sample_query(percent)
+
+    monkeypatch.setattr(export_planning, "_sample_query", spy)
+    # When the partition is exported in ranges of about 1 MB
+    result, lines = run_export(
+        ctx_for(partition, export_chunk_bytes=1_000_000), at=datetime.now(UTC) + timedelta(seconds=1)
+    )
+    # Then the sample was taken twice, the second time larger
+    assert len(percents) == 2 and percents[1] > percents[0] == 5.0
+    # And every resource is in the output exactly once, in several ranges
+    exported = Counter(orjson.loads(x)["id"] for x in lines["Patient"])
+    assert exported == Counter(f"p{i}" for i in range(3000))
+    assert len(result["output"]) > 1
