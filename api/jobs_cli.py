@@ -34,7 +34,7 @@ def _settings() -> Settings:
     "--queues",
     "-Q",
     multiple=True,
-    help="Queues to consume (repeat or comma-join; default: every operation).",
+    help="Queues to consume, each in both lanes unless --lane says (repeat or comma-join; default: all).",
 )
 @click.option(
     "--lane",

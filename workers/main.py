@@ -1,7 +1,9 @@
 """``bulkhead worker``: the Dramatiq CLI, pointed at Bulkhead's broker and operation modules.
 
 ``--lane`` picks the queues of one lane (see ``workers.background``): ``foreground`` (small jobs),
-``background`` (large jobs) or ``all`` (the default: every queue of every operation).
+``background`` (large jobs) or ``all`` (the default: every queue of every operation). A queue named with
+``--queues`` stands for its lanes too: ``--queues export`` consumes ``export`` and ``export-background``
+(``--lane`` narrows that down), so that no large job waits for a pool that does not exist.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import os
 from collections.abc import Iterable
 
 from core.settings import Settings
-from workers.broker import broker_queue, lane_queue
+from workers.broker import BACKGROUND_LANE_SUFFIX, broker_queue, lane_queue
 from workers.registry import (
     BUILTIN_OPERATION_MODULES,
     load_operation_modules,
@@ -36,6 +38,23 @@ def lane_queues(lane: str, modules: Iterable[str] = ()) -> list[str]:
     return chosen
 
 
+def queues_in_lane(names: Iterable[str], lane: str) -> list[str]:
+    """Return the queues ``names`` (repeated or comma-joined) stand for in ``lane``."""
+    chosen: list[str] = []
+    for value in names:
+        for name in (q.strip() for q in value.split(",")):
+            if not name:
+                continue
+            if name.endswith(BACKGROUND_LANE_SUFFIX):
+                chosen.append(name)
+                continue
+            if lane in ("all", "foreground"):
+                chosen.append(name)
+            if lane in ("all", "background"):
+                chosen.append(lane_queue(name, background=True))
+    return list(dict.fromkeys(chosen))
+
+
 def dramatiq_argv(
     settings: Settings,
     *,
@@ -49,7 +68,9 @@ def dramatiq_argv(
     operation_modules = dict.fromkeys(
         [*BUILTIN_OPERATION_MODULES, *modules_from_setting(settings.job_modules), *modules]
     )
-    queues = list(queues)
+    if lane not in LANES:
+        raise ValueError(f"Unknown lane {lane!r}: use one of {', '.join(LANES)}")
+    queues = queues_in_lane(queues, lane)
     if lane != "all" and not queues:
         queues = lane_queues(lane, operation_modules)
     argv = [
@@ -63,7 +84,7 @@ def dramatiq_argv(
         "--worker-shutdown-timeout",
         str(int(max(1.0, settings.job_stale_seconds) * 1000)),
     ]
-    chosen = [broker_queue(settings, q) for value in queues for q in value.split(",") if q]
+    chosen = [broker_queue(settings, q) for q in queues]
     if chosen:
         argv += ["--queues", *chosen]
     return argv

@@ -104,3 +104,18 @@ def test_each_lane_consumes_its_own_queues_of_every_operation() -> None:
     assert "--queues" not in dramatiq_argv(Settings())
     with pytest.raises(ValueError, match="Unknown lane"):
         lane_queues("urgent")
+
+
+def test_a_queue_named_for_a_worker_stands_for_both_of_its_lanes_unless_a_lane_is_chosen() -> None:
+    def queues(argv: list[str]) -> list[str]:
+        return argv[argv.index("--queues") + 1 :]
+
+    assert queues(dramatiq_argv(Settings(), queues=["export,import"])) == [
+        "export",
+        "export-background",
+        "import",
+        "import-background",
+    ]
+    assert queues(dramatiq_argv(Settings(), queues=["export"], lane="foreground")) == ["export"]
+    assert queues(dramatiq_argv(Settings(), queues=["export"], lane="background")) == ["export-background"]
+    assert queues(dramatiq_argv(Settings(), queues=["reindex-background"])) == ["reindex-background"]

@@ -47,7 +47,8 @@ def test_the_worker_command_runs_dramatiq_on_bulkheads_broker_with_its_operation
     assert "workers.export" in BUILTIN_OPERATION_MODULES
     assert argv[1 : 1 + len(modules)] == modules
     assert argv[argv.index("--processes") + 1] == "2" and argv[argv.index("--threads") + 1] == "3"
-    assert argv[argv.index("--queues") + 1 :] == ["export", "jobtest"]
+    queues = ["export", "export-background", "jobtest", "jobtest-background"]
+    assert argv[argv.index("--queues") + 1 :] == queues
     assert "--skip-logging" in argv
 
 
