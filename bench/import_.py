@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -133,6 +134,8 @@ def cluster_env(app_url: str, redis_url: str, s3_environ: dict[str, str], worker
             "BULKHEAD_JOB_HEARTBEAT_SECONDS": "5",
             "BULKHEAD_JOB_STALE_SECONDS": "120",
             **s3_environ,
+            # The lanes as this shell sets them (to compare a job in the background lane with one in front).
+            **{k: v for k, v in os.environ.items() if k.startswith("BULKHEAD_JOB_BACKGROUND_")},
         }
     )
 
