@@ -10,10 +10,8 @@ import secrets
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -21,62 +19,14 @@ import pytest
 from flask.testing import FlaskClient
 
 from core.exportspec import ExportSpec
-from core.fhirdates import format_instant
-from core.settings import Settings
 from orchestrator import export as export_planner
-from orchestrator.export import finish_export, plan_export
 from storage import Database, export_planning
 from storage.bulkwrite import stamp_new, write_new_resources
 from storage.export_planning import plan_ranges
 from storage.export_reader import ExportWindow, partition_id
 from storage.instants import write_instant
-from storage.objectstore import ObjectStore, S3ObjectStore
-from tests.support.exported import entry_bytes
+from tests.support.exported import run_export
 from tests.support.fhir import base, put
-from workers.export import process_export
-
-
-@dataclass
-class Ctx:
-    """The parts of the job machinery's context an export planner and processor use."""
-
-    partition: str
-    settings: Settings
-    database: Database
-    object_store: ObjectStore
-    job_id: str = field(default_factory=lambda: secrets.token_hex(8))
-    beats: list[dict[str, Any]] = field(default_factory=list)
-
-    def heartbeat(self, progress: dict[str, Any]) -> None:
-        self.beats.append(progress)
-
-
-def run_export(
-    ctx: Ctx, spec: ExportSpec | None = None, *, at: datetime | None = None
-) -> tuple[dict[str, Any], dict[str, list[bytes]]]:
-    """Plan, process and finish an export; return the manifest parts and each type's lines."""
-    spec = spec or ExportSpec()
-    when = format_instant(at or datetime.now(UTC))
-    group = SimpleNamespace(definition={"spec": spec.to_json(), "transaction_time": when}, id=ctx.job_id)
-    parts = []
-    for definition in plan_export(ctx, group):
-        job = SimpleNamespace(definition=definition, group_id=ctx.job_id)
-        parts.append(SimpleNamespace(result=process_export(ctx, job)))
-    result = finish_export(ctx, group, parts)
-    lines: dict[str, list[bytes]] = {}
-    for entry in [*result["output"], *result["deleted"], *result["error"]]:
-        data = entry_bytes(ctx.object_store, entry)
-        assert data.count(b"\n") == entry["count"]
-        lines.setdefault(entry["type"], []).extend(data.splitlines())
-    return result, lines
-
-
-@pytest.fixture
-def ctx_for(settings: Settings, database: Database, object_store: S3ObjectStore) -> Any:
-    def make(partition: str, **overrides: Any) -> Ctx:
-        return Ctx(partition, replace(settings, **overrides), database, object_store)
-
-    return make
 
 
 def test_export_of_one_partition_never_contains_another_partitions_resources(
@@ -313,67 +263,6 @@ def test_a_partition_sized_from_a_page_sample_still_exports_every_resource_once_
     assert exported == Counter([f"p{i}" for i in range(3000)] + [f"o{i}" for i in range(3)])
     assert sum(e["count"] for e in result["output"]) == 3003
     assert all(orjson.loads(x).get("name") != "theirs" for x in lines["Organization"])
-
-
-def test_exported_lines_keep_backslashes_quotes_escapes_and_unicode_byte_for_byte(
-    client: FlaskClient, partition: str, ctx_for: Any
-) -> None:
-    # Given resources whose JSON holds everything an escaping COPY format would have to rewrite
-    texts = [
-        '<div xmlns="http://www.w3.org/1999/xhtml">a "quoted" word</div>',
-        "C:\\path\\to\\file and \\\\server\\share",
-        "line one\nline two\ttabbed\r\n",
-        "ünïcödé — 漢字 — 🩺 and a control \u0001 char",
-    ]
-    stored = []
-    for n, text in enumerate(texts):
-        put(
-            client,
-            f"{base(partition)}/Patient/p{n}",
-            {
-                "resourceType": "Patient",
-                "id": f"p{n}",
-                "text": {"status": "generated", "div": texts[0]},
-                "name": [{"text": text}],
-            },
-        )
-        stored.append(client.get(f"{base(partition)}/Patient/p{n}").data)
-    # When the partition is exported
-    _, lines = run_export(ctx_for(partition))
-    # Then every line is the stored JSON, byte for byte
-    assert sorted(lines["Patient"]) == sorted(stored)
-    assert [orjson.loads(x)["name"][0]["text"] for x in sorted(lines["Patient"])] == texts
-
-
-def test_stored_json_with_a_raw_control_character_or_newline_still_exports_as_one_line(
-    client: FlaskClient, partition: str, ctx_for: Any, owner_database_url: str
-) -> None:
-    import psycopg
-
-    from storage.db import libpq_url
-
-    # Given two stored resources whose text holds a raw U+0001 and a raw newline (as a trusted import of
-    # JSON that was not valid could store them), next to an ordinary one
-    for rid in ("raw1", "raw2", "plain"):
-        put(client, f"{base(partition)}/Patient/{rid}", {"resourceType": "Patient", "id": rid})
-    raws = {
-        "raw1": '{"resourceType":"Patient","id":"raw1","name":[{"text":"a\u0001b\u0001\u0001c"}]}',
-        "raw2": '{"resourceType":"Patient","id":"raw2",\n"name":[{"text":"x"}]}',
-    }
-    with psycopg.connect(libpq_url(owner_database_url), autocommit=True) as conn:
-        for rid, raw in raws.items():
-            conn.execute(
-                "UPDATE resource SET raw = %s FROM partition p WHERE p.id = resource.partition_id "
-                "AND p.name = %s AND resource.resource_id = %s AND NOT resource.is_history",
-                (raw, partition, rid),
-            )
-    # When the partition is exported
-    _, lines = run_export(ctx_for(partition))
-    # Then each resource is one line: the control characters kept, the newline written as a space
-    by_id = {rid: x for x in lines["Patient"] for rid in raws if f'"id":"{rid}"'.encode() in x}
-    assert len(lines["Patient"]) == 3 and sorted(by_id) == ["raw1", "raw2"]
-    assert by_id["raw1"] == raws["raw1"].encode()
-    assert by_id["raw2"] == raws["raw2"].replace("\n", " ").encode()
 
 
 def test_a_first_sample_too_small_to_size_from_is_taken_again_larger_and_every_resource_still_exports_once(
