@@ -187,9 +187,11 @@ def _run_claimed(resources: WorkerResources, job: JobInfo) -> str:
         log.error("%s", message)
         return "failed"
     beat = JobHeartbeat(queue, job.partition, job.id, job.version, resources.settings.job_heartbeat_seconds)
-    ctx = JobContext.of(job, resources, beat)
-    log.info("job %s started (attempt %s of %s)", job.id, job.attempts, job.max_attempts)
     try:
+        # Inside the handlers: the first job of a process builds the object store client here (slow
+        # enough for a shutdown to arrive), and a claimed job must never be left running by a failure.
+        ctx = JobContext.of(job, resources, beat)
+        log.info("job %s started (attempt %s of %s)", job.id, job.attempts, job.max_attempts)
         try:
             beat.start()
             if job.priority < 0:

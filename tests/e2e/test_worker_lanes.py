@@ -12,7 +12,7 @@ from orchestrator import service
 from storage import Database
 from storage.jobs import JobQueue
 from tests.support import jobops
-from tests.support.jobprocs import JobCluster, wait_for_status
+from tests.support.jobprocs import JobCluster, wait_for, wait_for_status
 
 ENDED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
 
@@ -47,5 +47,39 @@ def test_a_large_job_runs_only_in_the_background_pool_and_a_small_one_only_in_th
         assert {r.get("ppid") for r in small_runs} == {foreground.popen.pid}
         [usual] = {r["nice"] for r in small_runs}
         assert {r["nice"] for r in large_runs} == {min(19, usual + 10)}
+    finally:
+        jobs.stop()
+
+
+def test_a_pool_stopped_while_background_work_runs_puts_it_back_and_the_next_pool_finishes_it_once(
+    cluster: JobCluster, database: Database, partition: str
+) -> None:
+    jobs = cluster.with_env(BULKHEAD_JOB_BACKGROUND_RESOURCES="1")
+    try:
+        jobs.orchestrator()
+        first = jobs.worker("--lane", "background")
+        # Given a job in the background lane whose two parts are running (five seconds of work each)
+        definition = {"parts": 2, "lines": 3, "steps": 100, "step_seconds": 0.05}
+        job_id = service.submit(database, partition, jobops.KIND, definition, settings=jobs.settings).id
+        queue = JobQueue(database)
+
+        def both_running() -> bool:
+            parts = queue.parts(partition, job_id)
+            return len(parts) == 2 and all(p.status == JobStatus.RUNNING for p in parts)
+
+        wait_for(both_running, timeout=60, what="both parts to run")
+        # When that pool is stopped (SIGTERM), and another one started
+        first.stop()
+        assert "put back in the queue" in first.log_tail(200)
+        back = queue.parts(partition, job_id)
+        assert all(p.status == JobStatus.QUEUED for p in back), back
+        second = jobs.worker("--lane", "background")
+        wait_for_status(database, partition, job_id, ENDED, timeout=90, cluster=jobs)
+        # Then the job completes, every part run to its end by the second pool, its attempt not counted twice
+        assert service.status(database, partition, job_id).state == JobStatus.COMPLETED
+        parts = queue.parts(partition, job_id)
+        assert second.popen is not None
+        assert {(p.result or {}).get("ppid") for p in parts} == {second.popen.pid}
+        assert [p.attempts for p in parts] == [1, 1]
     finally:
         jobs.stop()

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from dramatiq.middleware import Shutdown
 
 from core.errors import NotFound
 from core.jobs import JobStatus
@@ -22,6 +23,7 @@ from orchestrator.sweeper import sweep
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.jobinproc import RecordingSender, age, deliver, drain, make_resources, objects, submit
+from workers import runtime
 from workers.runtime import WorkerResources, run_processing_job
 
 
@@ -286,3 +288,36 @@ def test_a_message_for_a_job_of_another_partition_does_nothing(
     assert advance_group(resources, other_partition, job_id) == "missing"
     [part] = resources.queue.parts(partition, job_id)
     assert part.status == JobStatus.QUEUED and part.attempts == 0
+
+
+@pytest.mark.parametrize("failure", [Shutdown, RuntimeError])
+def test_a_failure_while_a_claimed_job_is_being_set_up_never_leaves_it_running(
+    machinery: tuple[WorkerResources, RecordingSender],
+    partition: str,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: type[BaseException],
+) -> None:
+    resources, sender = machinery
+    # Given a released part, and a worker whose set-up of the job fails right after the claim (a shutdown
+    # arriving while the first job of the process builds its object store client, or an error there)
+    job_id = submit(resources, partition, parts=1)
+    [deliver(resources, m) for m in sender.take()]
+    [release] = [m for m in sender.take() if m.actor == "process"]
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise failure("while setting up")
+
+    monkeypatch.setattr(runtime.JobContext, "of", broken)
+    # When the worker takes the message
+    outcome = run_processing_job(resources, partition, release.job_id)
+    # Then the part is back in the queue (a shutdown does not count the attempt) and its message sent again
+    [part] = resources.queue.parts(partition, job_id)
+    assert outcome == "requeued" and part.status == JobStatus.QUEUED
+    assert part.attempts == (0 if failure is Shutdown else 1)
+    resent = [m for m in sender.take() if m.actor == "process"]
+    assert [m.job_id for m in resent] == [part.id]
+    # And once set-up works again, the job completes
+    monkeypatch.undo()
+    assert [deliver(resources, m) for m in resent] == ["completed"]
+    drain(resources, sender, partition=partition)
+    assert service.status(resources.database, partition, job_id).state == JobStatus.COMPLETED
