@@ -6,7 +6,10 @@ processing job wait 0.3 s first, so that processing jobs are certainly running w
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ from storage.objectstore import S3ObjectStore, object_store_from_settings
 from tests.support.exported import entry_bytes
 from tests.support.jobprocs import (
     JobCluster,
+    JobProcess,
     job_environ,
     migrated_database,
     unique_namespace,
@@ -99,6 +103,14 @@ def seed(db: Database, partition: str, marker: str) -> set[tuple[str, str]]:
     return {(r["resourceType"], r["id"]) for r in resources}
 
 
+def signal_workers(workers: list[JobProcess], sig: signal.Signals) -> None:
+    """Send ``sig`` to every process of each worker's process group."""
+    for process in workers:
+        assert process.popen is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.popen.pid, sig)
+
+
 def test_a_worker_killed_mid_export_leaves_each_resource_exported_once_and_none_of_another_partition(
     export_cluster: JobCluster, export_db: Database, partition: str, other_partition: str
 ) -> None:
@@ -116,12 +128,19 @@ def test_a_worker_killed_mid_export_leaves_each_resource_exported_once_and_none_
         running = [p for p in parts if p.status == JobStatus.RUNNING]
         return running if done >= 3 and running else []
 
-    wait_for(midway, timeout=90, what="the export to be midway")
-    # When the worker is killed with SIGKILL, and another one starts
-    for process in export_cluster.processes:
-        if process.name == "worker" and process.running():
-            process.kill()
-    victims = {p.id for p in queue.parts(partition, job.id) if p.status == JobStatus.RUNNING}
+    workers = [p for p in export_cluster.processes if p.name == "worker" and p.running()]
+    # When the worker is frozen (SIGSTOP) while parts run, then killed with SIGKILL, and another one starts
+    # (frozen first, so that the parts seen running are the ones it held: ranges end fast)
+    victims: set[str] = set()
+    for _ in range(20):
+        wait_for(midway, timeout=90, what="the export to be midway")
+        signal_workers(workers, signal.SIGSTOP)
+        victims = {p.id for p in queue.parts(partition, job.id) if p.status == JobStatus.RUNNING}
+        if victims:
+            break
+        signal_workers(workers, signal.SIGCONT)
+    for process in workers:
+        process.kill()
     assert victims
     export_cluster.worker()
     # Then the export completes
