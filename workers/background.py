@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: How often the waiting worker thread looks up, so that Dramatiq's asynchronous exceptions (shutdown, time
+#: How often the waiting worker thread wakes, so that Dramatiq's asynchronous exceptions (shutdown, time
 #: limit) reach it.
-_JOIN_SECONDS = 0.1
+_WAIT_SECONDS = 0.1
 
 
 def lower_this_thread(nice: int) -> int | None:
@@ -79,12 +79,12 @@ def run_in_background(nice: int, work: Callable[[], T]) -> T:
     # stopped while it still runs (threading's bpo-45274 handling), and the work would be left behind.
     try:
         thread.start()
-        while not done.wait(_JOIN_SECONDS):
+        while not done.wait(_WAIT_SECONDS):
             pass
     except BaseException as exc:
         if thread.ident is not None and not done.is_set():
             _raise_in(thread, type(exc))
-            while not done.wait(_JOIN_SECONDS):
+            while not done.wait(_WAIT_SECONDS):
                 pass
         raise
     error = outcome.get("error")
