@@ -6,7 +6,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, inspect, text
 
 _HERE = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x42554C4B  # "BULK": one migrator at a time across processes
@@ -19,10 +20,30 @@ def alembic_config() -> Config:
     return cfg
 
 
+def collapse_old_heads(conn: Connection, script: ScriptDirectory) -> None:
+    """Forget recorded revisions that are ancestors of another recorded one.
+
+    The history was once four branches from ``0001``; a database migrated then records all four heads.
+    The history is linear now, so only the newest of them is kept and ``upgrade head`` goes on from it.
+    """
+    if not inspect(conn).has_table("alembic_version"):
+        return
+    recorded = [row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))]
+    if len(recorded) < 2:
+        return
+    ancestors: set[str] = set()
+    for rev in recorded:
+        ancestors.update(r.revision for r in script.iterate_revisions(rev, "base") if r.revision != rev)
+    for rev in recorded:
+        if rev in ancestors:
+            conn.execute(text("DELETE FROM alembic_version WHERE version_num = :v"), {"v": rev})
+
+
 def upgrade(engine: Engine) -> None:
-    """Bring the database schema to the newest revision (every branch head)."""
+    """Bring the database schema to the newest revision."""
     cfg = alembic_config()
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        collapse_old_heads(conn, ScriptDirectory.from_config(cfg))
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "heads")
+        command.upgrade(cfg, "head")

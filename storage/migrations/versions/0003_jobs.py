@@ -1,7 +1,7 @@
 """The job table: group (orchestrator) jobs and their processing jobs, for every bulk operation.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 
 Unpartitioned on purpose (one queue for the whole fleet); every row names its partition, and every lookup
 on behalf of a client filters by it. A group job has ``group_id = id``.
@@ -10,7 +10,7 @@ on behalf of a client filters by it. A group job has ``group_id = id``.
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Security: row-level security helpers, the audit trail, per-partition configuration, SMART clients.
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0003
 
 Row-level security itself (ENABLE + FORCE and one policy per tenant table) and the grants of the
 application role are applied by ``storage.security.secure_schema`` after every ``bulkhead migrate``, so that
@@ -11,7 +11,7 @@ tenant tables created by any migration branch are covered whatever order the bra
 from alembic import op
 
 revision = "0004"
-down_revision = "0001"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Bulk edit ledger and a partition's custom search parameters.
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0004
 
 ``bulk_ledger``: one row per batch a bulk update or bulk delete committed, written in the same transaction
 as the batch, so that counts stay exact when a processing job is retried or cancelled.
@@ -14,7 +14,7 @@ then ``active``.
 from alembic import op
 
 revision = "0005"
-down_revision = "0001"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

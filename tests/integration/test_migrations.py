@@ -1,0 +1,64 @@
+"""Migrations: one linear history, and databases migrated under the old branched history move on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from alembic.script import ScriptDirectory
+
+from storage import Database
+from storage.db import libpq_url
+from storage.migrate import alembic_config
+from tests.support.services import fresh_database, postgres_server
+
+
+@pytest.fixture
+def empty_database_url() -> Iterator[str]:
+    """Yield the URL of a new, empty database (dropped afterwards)."""
+    with postgres_server() as server, fresh_database(server) as url:
+        yield url
+
+
+def _recorded(url: str) -> list[str]:
+    with psycopg.connect(libpq_url(url)) as conn:
+        return sorted(row[0] for row in conn.execute("SELECT version_num FROM alembic_version"))
+
+
+def test_the_migration_history_has_exactly_one_head() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    assert len(script.get_heads()) == 1
+
+
+def test_a_database_that_recorded_the_old_branch_heads_upgrades_to_the_single_head(
+    empty_database_url: str,
+) -> None:
+    # Given a database migrated when the history had four branches from 0001 (four rows recorded)
+    db = Database(empty_database_url)
+    db.migrate()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    with psycopg.connect(libpq_url(empty_database_url), autocommit=True) as conn:
+        for old in ("0002", "0003", "0004"):
+            conn.execute("INSERT INTO alembic_version (version_num) VALUES (%s)", (old,))
+    # When it is migrated again
+    db.migrate()
+    db.dispose()
+    # Then only the single head is recorded
+    assert _recorded(empty_database_url) == [head]
+
+
+def test_plain_alembic_upgrade_head_builds_the_schema(empty_database_url: str) -> None:
+    # The history is linear, so the ordinary command works (it failed with "multiple heads" before).
+    code = (
+        "import sys; from alembic import command; from sqlalchemy import create_engine;"
+        "from storage.db import sqlalchemy_url; from storage.migrate import alembic_config;"
+        "cfg = alembic_config(); eng = create_engine(sqlalchemy_url(sys.argv[1]));"
+        "conn = eng.connect(); cfg.attributes['connection'] = conn;"
+        "command.upgrade(cfg, 'head'); conn.commit()"
+    )
+    subprocess.run([sys.executable, "-c", code, empty_database_url], check=True)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert _recorded(empty_database_url) == [head]
