@@ -39,12 +39,18 @@ def _check_partition(endpoint: str | None, values: dict[str, Any] | None) -> Non
 def create_app(settings: Settings | None = None, database: Database | None = None) -> Flask:
     """Build the Flask app: blueprints at the root (partition default) and under /partitions/<name>."""
     settings = settings or Settings.from_env()
-    app = Flask("bulkhead")
+    app = Flask("bulkhead", static_folder=None)
     app.config["BULKHEAD_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.url_map.converters["rtype"] = ResourceTypeConverter
     app.url_map.strict_slashes = False
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
+    hops = settings.trusted_proxies
+    if hops > 0:
+        # Forwarded headers are believed only from the configured number of proxies in front; with none
+        # configured they are ignored (a client could otherwise pick its audited address and our URLs).
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
+        )
     if database is None:
         if not settings.database_url:
             raise InvalidRequest("BULKHEAD_DATABASE_URL is not set (bulkhead serve starts an embedded one)")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 
-from api.auth import current_principal, request_partition, require_admin, requirement
+from api.auth import current_principal, request_partition, require_admin
 from api.http import fhir_response
 from core.errors import InvalidRequest
 from core.fhirdates import format_instant, parse_instant
+from services.bundle_requests import EntryOutcome
+from services.parse import bare_endpoint
+from services.requests import FhirRequest
 from storage import Database
 from storage.audit import AuditEvent, AuditLog, AuditRecord
 
@@ -35,29 +39,58 @@ def _log() -> AuditLog:
     return audit
 
 
+def _described() -> tuple[str, FhirRequest | None]:
+    """Return the audited operation name and the typed request, when one was read."""
+    typed: FhirRequest | None = g.get("bulkhead_request")
+    if typed is not None:
+        return str(typed.interaction), typed
+    endpoint = bare_endpoint(request.endpoint or "")
+    return (endpoint.partition(".")[2] or "unknown").replace("_", "-"), None
+
+
+def _entry_events(base: AuditEvent) -> list[AuditEvent]:
+    """Return one event per entry of the batch or transaction this request ran, if it ran one."""
+    outcomes: list[EntryOutcome] = g.get("bulkhead_entry_outcomes") or []
+    return [
+        replace(
+            base,
+            operation=f"entry.{o.interaction}",
+            outcome=_outcome(o.status),
+            resource_type=o.resource_type,
+            resource_id=o.resource_id,
+            method=o.method,
+            path=o.url[:2048],
+            status=o.status,
+            detail=f"Bundle.entry[{o.index}]",
+        )
+        for o in outcomes
+    ]
+
+
 def record_request(response: Response) -> Response:
-    """Append the audit event of the request just answered (after_request); never fail the request."""
+    """Append the audit event of the request just answered, and one per Bundle entry it ran (after_request);
+    never fail the request."""
     if request.path in _NOT_AUDITED:
         return response
     try:
-        need = requirement()
+        operation, typed = _described()
         principal = current_principal()
         view_args = request.view_args or {}
         job_id = view_args.get("job_id")
         event = AuditEvent(
-            operation=need.interaction,
+            operation=operation,
             outcome=_outcome(response.status_code),
             partition=request_partition(),
             actor=principal.subject if principal is not None else None,
-            resource_type=need.resource_type,
-            resource_id=need.resource_id,
+            resource_type=typed.resource_type if typed is not None else view_args.get("rtype"),
+            resource_id=typed.resource_id if typed is not None else view_args.get("rid"),
             job_id=str(job_id) if job_id is not None else None,
             method=request.method,
             path=request.full_path.rstrip("?"),
             status=response.status_code,
             source_address=request.remote_addr,
         )
-        _log().write(event)
+        _log().write_many([event, *_entry_events(event)])
     except Exception:
         log.exception("could not write the audit event of %s %s", request.method, request.path)
     return response

@@ -6,9 +6,11 @@ Two steps:
    URL (default), the ``X-Tenant-ID`` header or the token, as ``tenant_source`` says. A root-base request
    whose tenant comes from the header or the token is routed to ``/partitions/<name>``. When two sources
    name different partitions the request fails with 403.
-2. ``authorize`` (Flask ``before_request``) checks that the token may use the partition, and that its SMART
-   scopes grant what the interaction needs (``api.auth_routes.classify``). Admin endpoints need a token
-   whose partitions claim is ``*``.
+2. ``admit`` (Flask ``before_request``, after routing) checks that the token may use the routed partition;
+   administrators' endpoints need a token whose partitions claim is ``*``. Then the partition's quotas run.
+3. ``authorize`` (the last ``before_request``) reads the typed request once (``api.typed``) and checks
+   that the token's SMART scopes grant everything it needs (``services.requests.needs_of``); the view runs
+   that same typed request.
 
 Authentication is off unless ``auth_enabled``; the start-up log says which.
 """
@@ -20,25 +22,47 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from flask import Flask, Response, current_app, g, request
 
-from api.auth_routes import SYSTEM_PATHS, Requirement, classify, split_partition, system_path
 from api.auth_scopes import Permissions, parse_scope
 from api.auth_tokens import TokenValidator
 from api.logs import current_job, current_partition
+from api.typed import current_request, has_reader, routed_partition
 from core.errors import BulkheadError, Forbidden, InvalidRequest, Unauthorized
 from core.partition import DEFAULT_PARTITION, validate_partition_name
 from core.settings import Settings
+from services.parse import ADMIN_ENDPOINTS, PUBLIC_ENDPOINTS, SYSTEM_ENDPOINTS, bare_endpoint, route_needs
+from services.requests import Need
 from storage import Database
 
 log = logging.getLogger(__name__)
+
+# Paths outside every partition base: the tenant middleware leaves them alone.
+SYSTEM_PATHS = ("/partitions", "/_audit", "/_partition-config", "/_reindex", "/metrics", "/auth/token")
+
+
+def system_path(path: str) -> str | None:
+    """Return the system path ``path`` falls under (``/partitions`` itself, ``/_audit``, …), or None."""
+    for prefix in SYSTEM_PATHS:
+        if path == prefix or path.startswith(prefix + "/"):
+            if prefix == "/partitions" and path not in {prefix, prefix + "/"}:
+                return None
+            return prefix
+    return None
+
+
+def split_partition(path: str) -> tuple[str | None, str]:
+    """Return (partition named in the URL or None for the root base, path below the base)."""
+    if path.startswith("/partitions/"):
+        name, _, below = path[len("/partitions/") :].partition("/")
+        return name, "/" + below
+    return None, path
+
 
 ENV_PRINCIPAL = "bulkhead.principal"
 ENV_ERROR = "bulkhead.auth_error"
 ENV_TENANT = "bulkhead.tenant"
 TENANT_SOURCES = ("url", "header", "token")
-_JSON = {"application/fhir+json", "application/json", "application/json+fhir"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +97,14 @@ class Principal:
         else:
             partitions = frozenset()
         scope = claims.get("scope", claims.get("scp"))
+        if scope is not None and not (
+            isinstance(scope, str) or (isinstance(scope, list) and all(isinstance(s, str) for s in scope))
+        ):
+            raise Unauthorized("The token's scope claim must be a string or a list of strings")
+        if raw is not None and not isinstance(raw, str | list):
+            raise Unauthorized(
+                f"The token's {settings.auth_partitions_claim} claim must be a string or a list"
+            )
         subject = claims.get("client_id") or claims.get("azp") or claims.get("sub") or "unknown"
         jti = claims.get("jti")
         return cls(
@@ -167,14 +199,6 @@ def current_principal() -> Principal | None:
     return principal
 
 
-def readable_types() -> frozenset[str] | None:
-    """Return the resource types the caller may read, or None for every type (and when auth is off)."""
-    principal = current_principal()
-    if not auth_enabled() or principal is None:
-        return None
-    return principal.permissions.types_with("r")
-
-
 def require_principal() -> Principal:
     """Return the caller, or raise Unauthorized when the request carries no token."""
     principal = current_principal()
@@ -189,65 +213,78 @@ def require_admin() -> None:
         raise Forbidden("This endpoint is for administrators (a token whose partitions claim is '*')")
 
 
-def _body() -> Any:
-    if request.method not in {"POST", "PUT", "PATCH"} or request.mimetype not in _JSON:
-        return None
-    try:
-        return orjson.loads(request.get_data(cache=True))
-    except orjson.JSONDecodeError:
-        return None
-
-
-def requirement() -> Requirement:
-    """Return (and remember) what the current request needs; also used by audit and metrics."""
-    found: Requirement | None = g.get("bulkhead_requirement")
-    if found is None:
-        _partition, below = split_partition(request.path)
-        args = request.args.to_dict(flat=False)
-        if request.mimetype == "application/x-www-form-urlencoded":
-            for key, values in request.form.to_dict(flat=False).items():
-                args.setdefault(key, []).extend(values)
-        body = _body() if auth_enabled() and (below.strip("/") == "" or "$" in below) else None
-        found = classify(request.method, below, args, body, dict(request.headers))
-        g.bulkhead_requirement = found
-    return found
+def _endpoint() -> str:
+    return bare_endpoint(request.endpoint or "")
 
 
 def request_partition() -> str | None:
-    """Return the partition the current request acts in, or None for system endpoints."""
+    """Return the partition the current request acts in, or None for system endpoints.
+
+    A routed request's partition is the router's (the URL converter checked it); an unmatched path's is
+    read from the path only to decide who may hear its 404.
+    """
+    if request.url_rule is not None:
+        endpoint = _endpoint()
+        if endpoint in ADMIN_ENDPOINTS or endpoint in SYSTEM_ENDPOINTS:
+            return None
+        return routed_partition()
     if system_path(request.path) is not None:
         return None
     named, _ = split_partition(request.path)
     return named or DEFAULT_PARTITION
 
 
-def authorize() -> None:
-    """Refuse the request unless its token may do what it asks in its partition (before_request)."""
+def admit() -> None:
+    """Refuse the request unless its token may act in its partition, or on the system (before_request).
+
+    Runs before the partition's quotas, and before the request's query and body are read.
+    """
     error = request.environ.get(ENV_ERROR)
     if error is not None:
         raise error
     settings: Settings = current_app.config["BULKHEAD_SETTINGS"]
     if not settings.auth_enabled:
         return
-    sys_path = system_path(request.path)
-    if sys_path is not None:
-        if not SYSTEM_PATHS[sys_path] or (sys_path == "/metrics" and not settings.metrics_require_auth):
-            return
-        require_admin()
+    endpoint = _endpoint()
+    if endpoint in PUBLIC_ENDPOINTS:
         return
-    need = requirement()
-    if need.public:
+    if endpoint in ADMIN_ENDPOINTS:
+        if endpoint != "metrics.metrics" or settings.metrics_require_auth:
+            require_admin()
         return
     principal = require_principal()
     partition = request_partition() or DEFAULT_PARTITION
     if not principal.may_use(partition):
         raise Forbidden(f"This token is not valid for partition {partition!r}")
-    for item in need.needs:
+
+
+def authorize() -> None:
+    """Read the typed request and refuse it unless the token's scopes grant all it needs (before_request).
+
+    What is judged here is the object the view then runs (``api.typed.current_request``). An endpoint with
+    no reader is refused: a route added without a permission rule fails closed.
+    """
+    endpoint = _endpoint()
+    if request.url_rule is None or endpoint in PUBLIC_ENDPOINTS or endpoint in ADMIN_ENDPOINTS:
+        return
+    if endpoint in SYSTEM_ENDPOINTS:
+        return
+    if not has_reader():
+        raise Forbidden(f"No permission rule covers {request.method} {request.path}")
+    if auth_enabled():
+        _check(route_needs(endpoint, request.view_args or {}), endpoint.partition(".")[2])
+    typed = current_request()
+    if auth_enabled():
+        _check(typed.needs, str(typed.interaction))
+
+
+def _check(needs: Iterable[Need], what_for: str) -> None:
+    principal = require_principal()
+    for item in needs:
         if not principal.permissions.allows(item.permission, item.resource_type):
             what = "every resource type" if item.resource_type == "*" else item.resource_type
             raise Forbidden(
-                f"The token's scopes do not grant {item.permission!r} on {what} "
-                f"(needed for {need.interaction})"
+                f"The token's scopes do not grant {item.permission!r} on {what} (needed for {what_for})"
             )
 
 
@@ -308,6 +345,6 @@ def init_auth(app: Flask, settings: Settings, database: Database) -> None:
         )
     app.wsgi_app = TenantMiddleware(app.wsgi_app, settings)  # type: ignore[method-assign]
     app.before_request(_bind_log_context)
-    app.before_request(authorize)
+    app.before_request(admit)
     app.teardown_request(_unbind_log_context)
     app.after_request(_challenge)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from api.audit import init_audit
-from api.auth import init_auth
+from api.auth import authorize, init_auth
 from api.metrics import init_metrics
 from api.quotas import init_quotas
 from api.smart import init_smart
@@ -16,11 +16,13 @@ from storage import Database
 def install_security(app: Flask, settings: Settings, database: Database) -> None:
     """Register the security hooks and endpoints on ``app`` (called once by ``create_app``).
 
-    before_request order: start the request timer, authenticate and authorize, then enforce the partition's
-    quotas; after_request: audit and count every answer, refusals included.
+    before_request order: start the request timer, authenticate and admit the token to its partition,
+    enforce the partition's quotas, then read the typed request and authorize what it needs; after_request:
+    audit and count every answer, refusals included.
     """
     init_metrics(app, database)
     init_auth(app, settings, database)
     init_quotas(app, settings, database)
+    app.before_request(authorize)
     init_audit(app, database)
     init_smart(app, settings)

@@ -22,11 +22,10 @@ from api.bulk_common import own_path as _own_path
 from api.bulk_common import settings as _settings
 from api.bulk_common import store as _store
 from api.errors import FHIR_JSON, operation_outcome
-from api.export_params import body_parameters, parse_export, prefers
-from api.http import base_url, fhir_response, json_body
+from api.http import base_url, fhir_response
 from api.quotas import partition_limits
+from api.typed import current_request
 from core.errors import InvalidRequest, Issue, NotFound
-from core.exportspec import GROUP, PATIENT, SYSTEM
 from core.fhirdates import format_instant
 from core.fhirjson import dumps
 from core.settings import Settings
@@ -47,13 +46,9 @@ def _max_jobs(partition: str) -> int:
     return limit if limit is not None else _settings().export_max_concurrent_per_partition
 
 
-def _kick_off(partition: str, level: str, group_id: str | None = None) -> Response:
-    lenient = prefers(request.headers.get("Prefer")).get("handling") == "lenient"
-    pairs = [(name, value) for name, values in request.args.lists() for value in values]
-    if request.method == "POST" and request.get_data(cache=True).strip():
-        _, body = json_body()
-        pairs += body_parameters(body)
-    spec = parse_export(pairs, level=level, group_id=group_id, method=request.method, lenient=lenient)
+def _kick_off(partition: str) -> Response:
+    spec = current_request().export
+    assert spec is not None
     spec = resolve_patients(_db(), partition, spec)
     query = request.query_string.decode("latin-1")
     request_url = f"{base_url(partition)}{_own_path(partition)}" + (f"?{query}" if query else "")
@@ -80,19 +75,19 @@ def _kick_off(partition: str, level: str, group_id: str | None = None) -> Respon
 @bp.route("/$export", methods=["GET", "POST"])
 def export_system(partition: str) -> Response:
     """Kick off a system-level export of the partition."""
-    return _kick_off(partition, SYSTEM)
+    return _kick_off(partition)
 
 
 @bp.route("/Patient/$export", methods=["GET", "POST"])
 def export_patients(partition: str) -> Response:
     """Kick off a Patient-level export (the Patient compartment of every patient, or of ``patient``)."""
-    return _kick_off(partition, PATIENT)
+    return _kick_off(partition)
 
 
 @bp.route("/Group/<group_id>/$export", methods=["GET", "POST"])
 def export_group(partition: str, group_id: str) -> Response:
     """Kick off a Group-level export (the Patient compartments of the Group's members)."""
-    return _kick_off(partition, GROUP, group_id)
+    return _kick_off(partition)
 
 
 def _file_url(partition: str, job_id: str, entry: dict[str, Any], presign: int | None) -> str:

@@ -23,20 +23,17 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from api import bulk_common as common
 from api.errors import operation_outcome
-from api.http import base_url, fhir_response, json_body
-from core.errors import InvalidRequest, Issue, NotFound, TooManyRequests
+from api.http import base_url, fhir_response
+from api.typed import current_request
+from core.errors import Issue, NotFound, TooManyRequests
 from core.fhirdates import format_instant
-from core.fhirpatch import parse_patch
-from core.fhirtypes import resource_types
-from core.importspec import parse_import
 from core.jobs import ACTIVE_STATUSES
 from orchestrator import service
 from orchestrator.bulk_edit import DELETE, UPDATE, committed_counts
-from orchestrator.bulk_edit import check_search as check_bulk_search
 from orchestrator.import_ import KIND as IMPORT
 from orchestrator.import_ import prepare_import
 from orchestrator.reindex import KIND as REINDEX
@@ -69,100 +66,66 @@ def _submit(partition: str, kind: str, definition: dict[str, Any], max_concurren
 @bp.post("/$import")
 def kick_off_import(partition: str) -> Response:
     """Start an import of NDJSON files into this partition."""
-    _, body = json_body()
-    spec = parse_import(body)
+    spec = current_request().import_spec
+    assert spec is not None
     definition = prepare_import(common.db(), common.settings(), common.store(), partition, spec)
     return _submit(partition, IMPORT, definition, common.settings().import_max_concurrent_per_partition)
-
-
-def _types_of(values: list[str]) -> list[str]:
-    out: list[str] = []
-    for value in values:
-        for rtype in (v.strip() for v in value.split(",")):
-            if not rtype:
-                continue
-            if rtype not in resource_types():
-                raise InvalidRequest(f"_type names the unknown resource type {rtype!r}")
-            if rtype not in out:
-                out.append(rtype)
-    return out
 
 
 @bp.post("/$reindex")
 def kick_off_reindex(partition: str) -> Response:
     """Start a reindex of this partition (every type, or the ``type`` parameters of a Parameters body)."""
-    types: list[str] = []
-    if request.get_data(cache=True).strip():
-        _, body = json_body()
-        if body.get("resourceType") != "Parameters":
-            raise InvalidRequest("The body of $reindex must be a FHIR Parameters resource")
-        for param in body.get("parameter") or []:
-            if not isinstance(param, dict) or param.get("name") not in {"type", "_type"}:
-                raise InvalidRequest(
-                    f"Unknown $reindex parameter {param.get('name') if isinstance(param, dict) else param!r}"
-                )
-            value = param.get("valueCode") or param.get("valueString")
-            if not isinstance(value, str):
-                raise InvalidRequest("type needs a valueCode or valueString")
-            types.extend(_types_of([value]))
-    types.extend(_types_of(request.args.getlist("_type")))
+    types = list(current_request().reindex_types)
     return _submit(partition, REINDEX, {"types": types or None}, 1)
 
 
-def _query(drop: set[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    types = _types_of(request.args.getlist("_type"))
-    pairs = [(k, v) for k, vs in request.args.lists() for v in vs if k not in drop and k != "_type"]
-    return types, pairs
-
-
-def _flag(name: str) -> bool:
-    values = request.args.getlist(name)
-    if len(values) > 1 or (values and values[0].lower() not in _TRUE):
-        raise InvalidRequest(f"{name} must be true or false, once")
-    return bool(values) and _TRUE[values[0].lower()]
-
-
-def _bulk_update(partition: str, rtype: str | None) -> Response:
-    _, body = json_body()
-    parse_patch(body)  # refuse a malformed patch now; processors read it from the definition
-    types, pairs = _query({"_format", "_pretty"})
-    types = [rtype] if rtype is not None else types
-    check_bulk_search(common.db(), partition, types, pairs)
-    definition = {"op": UPDATE, "types": types or None, "query": pairs, "patch": body}
+def _bulk_update(partition: str) -> Response:
+    edit = current_request().bulk_edit
+    assert edit is not None
+    definition = {
+        "op": UPDATE,
+        "types": list(edit.types) or None,
+        "query": [list(p) for p in edit.pairs],
+        "patch": edit.patch,
+    }
     return _submit(partition, UPDATE, definition, 1)
 
 
 @bp.patch("/<rtype:rtype>/$bulk-update")
 def bulk_update_type(partition: str, rtype: str) -> Response:
     """Patch every resource of one type in this partition that matches the search."""
-    return _bulk_update(partition, rtype)
+    return _bulk_update(partition)
 
 
 @bp.patch("/$bulk-update")
 def bulk_update_system(partition: str) -> Response:
     """Patch every resource of this partition (of ``_type``) that matches the search."""
-    return _bulk_update(partition, None)
+    return _bulk_update(partition)
 
 
-def _bulk_delete(partition: str, rtype: str | None) -> Response:
-    hard, purge = _flag("_hardDelete"), _flag("_purgeHistory")
-    types, pairs = _query({"_hardDelete", "_purgeHistory", "_format", "_pretty"})
-    types = [rtype] if rtype is not None else types
-    check_bulk_search(common.db(), partition, types, pairs)
-    definition = {"op": DELETE, "types": types or None, "query": pairs, "hard": hard, "purge_history": purge}
+def _bulk_delete(partition: str) -> Response:
+    edit = current_request().bulk_edit
+    assert edit is not None
+    definition = {
+        "op": DELETE,
+        "types": list(edit.types) or None,
+        "query": [list(p) for p in edit.pairs],
+        "hard": edit.hard,
+        "purge_history": edit.purge_history,
+    }
     return _submit(partition, DELETE, definition, 1)
 
 
 @bp.delete("/<rtype:rtype>/$bulk-delete")
 def bulk_delete_type(partition: str, rtype: str) -> Response:
     """Delete every resource of one type in this partition that matches the search."""
-    return _bulk_delete(partition, rtype)
+    return _bulk_delete(partition)
 
 
 @bp.delete("/$bulk-delete")
 def bulk_delete_system(partition: str) -> Response:
     """Delete every resource of this partition (of ``_type``) that matches the search."""
-    return _bulk_delete(partition, None)
+    return _bulk_delete(partition)
 
 
 def _files(partition: str, kind: str, job_id: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,36 +17,39 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 from api import service
 from core.errors import InvalidRequest, NotFound, PreconditionFailed
 from core.fhirtypes import require_type
 from storage import Database, StoredVersion, UnitOfWork
+from storage.search import SearchQuery, lock_condition, parse_search, query_pairs, registry_for
 from storage.search import find_matching as _find_matching
-from storage.search import lock_condition, query_pairs
 
 if TYPE_CHECKING:
-    from flask import Response
-
-    from api.patching import Patch
+    from services.patching import Patch
 
 _T = TypeVar("_T")
 
-# Parameters that shape the answer, not the match (``_format``): they do not count as criteria.
-_NOT_CRITERIA = frozenset({"_format", "_pretty"})
+
+def parse_criteria(uow: UnitOfWork, rtype: str, query: str) -> SearchQuery:
+    """Parse criteria given as a query string (``Type?a=b`` or ``a=b``) with the partition's parameters,
+    for callers that hold criteria as text rather than a typed request."""
+    registry = registry_for(uow.session, uow.resources.partition_id())
+    return parse_search(registry, [rtype], query_pairs(query), criteria_only=True)
 
 
 def find_matching(
-    uow: UnitOfWork, rtype: str, query: str, *, base: str | None = None, limit: int = 2
+    uow: UnitOfWork, query: SearchQuery, *, base: str | None = None, limit: int = 2
 ) -> list[StoredVersion]:
-    """Return up to ``limit`` current resources of the unit of work's partition that match ``query``.
+    """Return up to ``limit`` current resources of the unit of work's partition that match parsed criteria.
 
     Takes the condition lock for the rest of the transaction (a create that follows is race-free).
     """
-    if not [name for name, _ in query_pairs(query) if name.partition(":")[0] not in _NOT_CRITERIA]:
+    if not query.criteria:
         raise InvalidRequest("The condition names no search parameters")
-    lock_condition(uow, rtype, query)
-    return _find_matching(uow, rtype, query, base=base, limit=limit)
+    lock_condition(uow, query)
+    return _find_matching(uow, query, base=base, limit=limit)
 
 
 def conditional_create_in(
@@ -54,30 +57,33 @@ def conditional_create_in(
     rtype: str,
     raw: bytes,
     resource: dict[str, Any],
-    condition: str,
+    condition: SearchQuery,
     *,
     base: str | None = None,
 ) -> service.WriteResult:
     """Create inside an open unit of work unless ``condition`` matches: 0 → create, 1 → it, more → 412."""
-    found = find_matching(uow, rtype, condition, base=base)
+    found = find_matching(uow, condition, base=base)
     if len(found) > 1:
-        raise PreconditionFailed(f"If-None-Exist {condition!r} matches more than one {rtype}")
+        raise PreconditionFailed(f"If-None-Exist {_text(condition)!r} matches more than one {rtype}")
     if found:
         return service.WriteResult(found[0], False)
     return service.create_in(uow, rtype, raw, resource)
 
 
-def _single(uow: UnitOfWork, rtype: str, query: str, what: str, base: str | None) -> StoredVersion | None:
-    found = find_matching(uow, rtype, query, base=base)
+def _single(
+    uow: UnitOfWork, rtype: str, query: SearchQuery, what: str, base: str | None
+) -> StoredVersion | None:
+    found = find_matching(uow, query, base=base)
     if len(found) > 1:
         raise PreconditionFailed(
-            f"Conditional {what} {rtype}?{query} matches more than one resource; it must match at most one"
+            f"Conditional {what} {rtype}?{_text(query)} matches more than one resource; "
+            "it must match at most one"
         )
     return found[0] if found else None
 
 
 def conditional_update_target(
-    uow: UnitOfWork, rtype: str, resource: dict[str, Any], query: str, *, base: str | None = None
+    uow: UnitOfWork, rtype: str, resource: dict[str, Any], query: SearchQuery, *, base: str | None = None
 ) -> str:
     """Return the id a conditional update writes: the one match's, else the body's id, else a new id."""
     match = _single(uow, rtype, query, "update", base)
@@ -96,7 +102,7 @@ def conditional_update_in(
     rtype: str,
     raw: bytes,
     resource: dict[str, Any],
-    query: str,
+    query: SearchQuery,
     *,
     base: str | None = None,
     if_match: int | None = None,
@@ -107,7 +113,7 @@ def conditional_update_in(
 
 
 def conditional_delete_in(
-    uow: UnitOfWork, rtype: str, query: str, *, base: str | None = None, if_match: int | None = None
+    uow: UnitOfWork, rtype: str, query: SearchQuery, *, base: str | None = None, if_match: int | None = None
 ) -> StoredVersion | None:
     """Delete the one resource ``query`` matches; return None when none does (412 when several do)."""
     match = _single(uow, rtype, query, "delete", base)
@@ -118,7 +124,9 @@ def conditional_delete_in(
     return service.delete_in(uow, rtype, match.resource_id, if_match=if_match)
 
 
-def conditional_patch_target(uow: UnitOfWork, rtype: str, query: str, *, base: str | None = None) -> str:
+def conditional_patch_target(
+    uow: UnitOfWork, rtype: str, query: SearchQuery, *, base: str | None = None
+) -> str:
     """Return the id of the one resource a conditional patch changes (404 when none matches, 412 several)."""
     match = _single(uow, rtype, query, "patch", base)
     if match is None:
@@ -130,7 +138,7 @@ def conditional_patch_in(
     uow: UnitOfWork,
     rtype: str,
     patch: Patch,
-    query: str,
+    query: SearchQuery,
     *,
     base: str | None = None,
     if_match: int | None = None,
@@ -155,7 +163,7 @@ def conditional_update(
     rtype: str,
     raw: bytes,
     resource: dict[str, Any],
-    query: str,
+    query: SearchQuery,
     *,
     base: str | None = None,
     if_match: int | None = None,
@@ -174,7 +182,7 @@ def conditional_patch(
     partition: str,
     rtype: str,
     patch: Patch,
-    query: str,
+    query: SearchQuery,
     *,
     base: str | None = None,
     if_match: int | None = None,
@@ -192,7 +200,7 @@ def conditional_delete(
     db: Database,
     partition: str,
     rtype: str,
-    query: str,
+    query: SearchQuery,
     *,
     base: str | None = None,
     if_match: int | None = None,
@@ -207,19 +215,24 @@ def conditional_delete(
 
 
 def conditional_create(
-    partition: str, rtype: str, raw: bytes, resource: dict[str, Any], condition: str
-) -> Response:
-    """Create unless a resource matches ``condition`` in the partition (201 created, 200 existing)."""
-    from flask import current_app
-
-    from api.http import base_url, resource_response
-
+    db: Database,
+    partition: str,
+    rtype: str,
+    raw: bytes,
+    resource: dict[str, Any],
+    condition: SearchQuery,
+    *,
+    base: str | None = None,
+) -> service.WriteResult:
+    """Create unless a resource matches ``condition`` in the partition (created, or the one match)."""
     require_type(rtype)
-    db = current_app.extensions["bulkhead.db"]
     with db.unit_of_work(partition) as uow:
-        result = conditional_create_in(uow, rtype, raw, resource, condition, base=base_url(partition))
+        result = conditional_create_in(uow, rtype, raw, resource, condition, base=base)
         if result.created:
             uow.commit()
-    if result.created:
-        return resource_response(result.stored, 201, partition, location=True)
-    return resource_response(result.stored, 200, partition)
+    return result
+
+
+def _text(query: SearchQuery) -> str:
+    """Return criteria as a query string, for messages."""
+    return urlencode(query.applied)

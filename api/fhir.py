@@ -21,10 +21,12 @@ from api.http import (
     resource_response,
     version_headers,
 )
-from api.patching import patch_from_body
+from api.typed import current_request
 from core.errors import InvalidRequest, Issue
 from core.fhirdates import format_instant, parse_instant
+from services.patching import patch_from_body
 from storage import Database, StoredVersion
+from storage.search import SearchQuery
 
 bp = Blueprint("fhir", __name__)
 RTYPE = "<rtype:rtype>"
@@ -51,11 +53,14 @@ def page_size() -> int:
 def create(partition: str, rtype: str) -> Response:
     """Create a resource; honour If-None-Exist."""
     raw, resource = json_body()
-    condition = request.headers.get("If-None-Exist")
+    condition = current_request().search
     if condition is not None:
-        from api.conditional import conditional_create
-
-        return conditional_create(partition, rtype, raw, resource, condition)
+        result = conditional.conditional_create(
+            db(), partition, rtype, raw, resource, condition, base=base_url(partition)
+        )
+        return resource_response(
+            result.stored, 201 if result.created else 200, partition, location=result.created
+        )
     result = service.create(db(), partition, rtype, raw, resource)
     return resource_response(result.stored, 201, partition, location=True)
 
@@ -86,9 +91,11 @@ def update(partition: str, rtype: str, rid: str) -> Response:
     )
 
 
-def _criteria() -> str:
-    """Return the search criteria of a conditional interaction (the URL's query string)."""
-    return request.query_string.decode("utf-8", errors="replace")
+def _criteria() -> SearchQuery:
+    """Return the parsed criteria of a conditional interaction (read once with the typed request)."""
+    query = current_request().search
+    assert query is not None
+    return query
 
 
 @bp.put(f"/{RTYPE}")

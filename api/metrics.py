@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -64,6 +65,39 @@ class JobCollector(Collector):
         yield oldest
 
 
+UNKNOWN_PARTITION = "unknown"
+
+
+class PartitionLabels:
+    """The partition label of a request: the partition's name when it exists, one shared value otherwise.
+
+    Requests to names nobody ever wrote to (anyone can send them) would otherwise mint a new series each.
+    Whether a partition exists is cached: for minutes once known, for seconds while unknown.
+    """
+
+    def __init__(self, database: Database, *, known_ttl: float = 300.0, unknown_ttl: float = 10.0):
+        self.database = database
+        self.known_ttl = known_ttl
+        self.unknown_ttl = unknown_ttl
+        self._seen: dict[str, tuple[bool, float]] = {}
+        self._lock = threading.Lock()
+
+    def label(self, partition: str) -> str:
+        """Return the label for ``partition``."""
+        now = time.monotonic()
+        with self._lock:
+            found = self._seen.get(partition)
+        if found is None or found[1] < now:
+            with self.database.unit_of_work(partition) as uow:
+                exists = uow.resources.partition_id() is not None
+            with self._lock:
+                if len(self._seen) > 10_000:
+                    self._seen.clear()
+                self._seen[partition] = (exists, now + (self.known_ttl if exists else self.unknown_ttl))
+            found = (exists, 0.0)
+        return partition if found[0] else UNKNOWN_PARTITION
+
+
 def _route() -> str:
     rule = request.url_rule
     if rule is None:
@@ -79,12 +113,17 @@ def _start() -> None:
 def _finish(response: Response) -> Response:
     started = g.get("bulkhead_started")
     if started is not None:
-        partition = request_partition() or "-"
-        if request.url_rule is None:
-            partition = "-"  # unmatched paths never mint new label values
-        observe_request(
-            partition, _route(), request.method, response.status_code, time.perf_counter() - started
-        )
+        partition = request_partition()
+        if request.url_rule is None or partition is None:
+            label = "-"  # system endpoints, and unmatched paths, which never mint new label values
+        else:
+            labels: PartitionLabels = current_app.extensions["bulkhead.partition_labels"]
+            try:
+                label = labels.label(partition)
+            except Exception:
+                log.exception("could not tell whether partition %s exists", partition)
+                label = UNKNOWN_PARTITION
+        observe_request(label, _route(), request.method, response.status_code, time.perf_counter() - started)
     return response
 
 
@@ -106,6 +145,7 @@ def init_metrics(app: Flask, database: Database) -> None:
     jobs = CollectorRegistry(auto_describe=False)
     jobs.register(JobCollector(database))
     app.extensions["bulkhead.job_registry"] = jobs
+    app.extensions["bulkhead.partition_labels"] = PartitionLabels(database)
     app.register_blueprint(bp)
     app.before_request(_start)
     app.after_request(_finish)

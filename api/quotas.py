@@ -19,12 +19,10 @@ import threading
 import time
 from typing import Any, Protocol
 
-import orjson
 import redis
 from flask import Blueprint, Flask, Response, current_app, request
 
 from api.auth import request_partition, require_admin
-from api.auth_routes import bundle_entry_count, split_partition
 from api.http import fhir_response, json_body
 from core.errors import PayloadTooLarge, TooManyRequests
 from core.partition import validate_partition_name
@@ -175,18 +173,6 @@ def enforce_quotas() -> None:
                 f"The body is larger than partition {partition!r} allows ({max_body} bytes)"
             )
         request.max_content_length = max_body
-    max_entries = limits.max_transaction_entries
-    _name, below = split_partition(request.path)
-    if max_entries is not None and request.method == "POST" and not below.strip("/") and request.is_json:
-        try:
-            body = orjson.loads(request.get_data(cache=True))
-        except orjson.JSONDecodeError:
-            return
-        count = bundle_entry_count(body)
-        if count > max_entries:
-            raise PayloadTooLarge(
-                f"The Bundle has {count} entries; partition {partition!r} allows {max_entries} per request"
-            )
 
 
 def _config_resource(partition: str, limits: PartitionLimits, effective: PartitionLimits) -> dict[str, Any]:

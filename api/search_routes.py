@@ -10,50 +10,25 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 
 from api.bundles import render_bundle
 from api.errors import operation_outcome
 from api.http import base_url, fhir_response
-from core.errors import InvalidRequest, UnsupportedMediaType
+from api.typed import current_request
 from core.fhirelements import element_names, mandatory_elements, subset
 from core.fhirtypes import resource_types
+from services.requests import FhirRequest
 from storage import Database, StoredVersion
 from storage.search import SearchResult, search
 
 bp = Blueprint("search", __name__)
-_FORM = "application/x-www-form-urlencoded"
 _PAGING = frozenset({"_count", "_cursor"})
 
 
 def _db() -> Database:
     database: Database = current_app.extensions["bulkhead.db"]
     return database
-
-
-def _lenient() -> bool:
-    for part in request.headers.get("Prefer", "").split(","):
-        key, _, value = part.strip().partition("=")
-        if key.strip().lower() == "handling":
-            return value.strip().strip('"').lower() == "lenient"
-    return False
-
-
-def _pairs(*, with_body: bool) -> list[tuple[str, str]]:
-    pairs = list(request.args.items(multi=True))
-    if with_body:
-        if request.mimetype not in {_FORM, ""} and request.get_data(cache=True).strip():
-            raise UnsupportedMediaType(f"POST _search takes {_FORM}, not {request.mimetype!r}")
-        pairs.extend(request.form.items(multi=True))
-    return pairs
-
-
-def _system_types(pairs: list[tuple[str, str]]) -> list[str]:
-    names = [t.strip() for name, value in pairs if name == "_type" for t in value.split(",") if t.strip()]
-    unknown = [t for t in names if t not in resource_types()]
-    if unknown:
-        raise InvalidRequest(f"_type names unknown resource types: {', '.join(sorted(unknown))}")
-    return sorted(set(names)) if names else sorted(resource_types())
 
 
 def _keep(rtype: str, summary: str | None, elements: tuple[str, ...]) -> frozenset[str] | None:
@@ -100,30 +75,28 @@ def _entries(
     return entries, raws
 
 
-def run(partition: str, types: list[str], pairs: list[tuple[str, str]], *, system: bool = False) -> Response:
-    """Search ``types`` in ``partition`` and answer with a searchset Bundle."""
+def run(partition: str, typed: FhirRequest, *, system: bool = False) -> Response:
+    """Run the typed request's search in ``partition`` and answer with a searchset Bundle."""
     settings = current_app.config["BULKHEAD_SETTINGS"]
+    query = typed.search
+    assert query is not None
+    types = list(query.types)
     base = base_url(partition)
     with _db().unit_of_work(partition) as uow:
         result = search(
             uow,
-            types,
-            pairs,
+            query,
             base=base,
-            lenient=_lenient(),
             default_count=int(settings.default_page_size),
-            max_count=int(settings.max_page_size),
             include_limit=int(settings.max_page_size),
         )
     applied = [(k, v) for k, v in result.applied if k not in _PAGING]
-    if system and any(name == "_type" for name, _ in pairs):
+    if system and len(types) != len(resource_types()):
         applied.insert(0, ("_type", ",".join(types)))
-    count = next((v for k, v in pairs if k == "_count"), None)
-    paging = [("_count", count)] if count else []
-    cursor = next((v for k, v in pairs if k == "_cursor"), None)
+    paging = [("_count", str(query.count))] if query.count is not None else []
     links = [{"relation": "self", "url": _link(base, types, system, [*applied, *paging])}]
-    if cursor:
-        links[0]["url"] = _link(base, types, system, [*applied, *paging, ("_cursor", cursor)])
+    if query.cursor:
+        links[0]["url"] = _link(base, types, system, [*applied, *paging, ("_cursor", query.cursor)])
     for relation, token in (("next", result.next_cursor), ("previous", result.previous_cursor)):
         if token:
             links.append(
@@ -132,9 +105,7 @@ def run(partition: str, types: list[str], pairs: list[tuple[str, str]], *, syste
                     "url": _link(base, types, system, [*applied, *paging, ("_cursor", token)]),
                 }
             )
-    summary = next((v for k, v in pairs if k == "_summary"), None)
-    elements = tuple(e.strip() for k, v in pairs if k == "_elements" for e in v.split(",") if e.strip())
-    keep_of = {t: _keep(t, summary, elements) for t in types}
+    keep_of = {t: _keep(t, query.summary, query.elements) for t in types}
     entries, raws = _entries(base, result, keep_of)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if result.total is not None:
@@ -146,24 +117,22 @@ def run(partition: str, types: list[str], pairs: list[tuple[str, str]], *, syste
 @bp.get("/<rtype:rtype>")
 def search_type(partition: str, rtype: str) -> Response:
     """Search one resource type (GET)."""
-    return run(partition, [rtype], _pairs(with_body=False))
+    return run(partition, current_request())
 
 
 @bp.post("/<rtype:rtype>/_search")
 def search_type_post(partition: str, rtype: str) -> Response:
     """Search one resource type with form-encoded parameters (POST)."""
-    return run(partition, [rtype], _pairs(with_body=True))
+    return run(partition, current_request())
 
 
 @bp.get("/")
 def search_system(partition: str) -> Response:
     """Search several types (``_type``) or all of them with parameters common to every resource."""
-    pairs = _pairs(with_body=False)
-    return run(partition, _system_types(pairs), pairs, system=True)
+    return run(partition, current_request(), system=True)
 
 
 @bp.post("/_search")
 def search_system_post(partition: str) -> Response:
     """Search several types with form-encoded parameters (POST)."""
-    pairs = _pairs(with_body=True)
-    return run(partition, _system_types(pairs), pairs, system=True)
+    return run(partition, current_request(), system=True)

@@ -16,7 +16,7 @@ from core.validation import validate_id, validate_resource
 from storage import Database, StoredVersion, UnitOfWork
 
 if TYPE_CHECKING:
-    from api.patching import Patch
+    from services.patching import Patch
 
 
 @dataclass(frozen=True)

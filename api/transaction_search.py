@@ -12,19 +12,17 @@ from api.bundles import render_bundle
 from api.errors import operation_outcome
 from core.settings import Settings
 from storage import UnitOfWork
-from storage.search import query_pairs, search
+from storage.search import SearchQuery, search
 
 
-def searchset(uow: UnitOfWork, rtype: str, query: str, base: str, settings: Settings) -> bytes:
-    """Search ``rtype`` with ``query`` in the unit of work's partition; return the searchset Bundle."""
-    pairs = query_pairs(query)
+def searchset(uow: UnitOfWork, query: SearchQuery, base: str, settings: Settings) -> bytes:
+    """Run an entry's parsed search in the unit of work's partition; return the searchset Bundle."""
+    rtype = query.types[0]
     result = search(
         uow,
-        [rtype],
-        pairs,
+        query,
         base=base,
         default_count=int(settings.default_page_size),
-        max_count=int(settings.max_page_size),
         include_limit=int(settings.max_page_size),
     )
     entries: list[dict[str, Any]] = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from werkzeug.http import HTTP_STATUS_CODES
 
 from api import service
@@ -27,20 +27,9 @@ from api.conditional import (
     find_matching,
 )
 from api.errors import operation_outcome
-from api.http import base_url, fhir_response, json_body, prefer_return, server_roots
-from api.patching import patch_from_entry
-from api.transaction_checks import check_overlaps, check_same_criteria, relabel
-from api.transaction_entries import (
-    ORDER,
-    Bases,
-    Entry,
-    check_references,
-    etag_version,
-    is_absolute,
-    read_bundle,
-    rewrite_references,
-)
+from api.http import base_url, fhir_response, prefer_return
 from api.transaction_search import searchset
+from api.typed import current_request
 from core.errors import (
     BulkheadError,
     Gone,
@@ -51,6 +40,19 @@ from core.errors import (
 )
 from core.fhirdates import format_instant, parse_instant
 from core.fhirjson import dumps
+from services.bundle_checks import check_overlaps, check_same_criteria, relabel
+from services.bundle_entries import (
+    ORDER,
+    Bases,
+    Entry,
+    check_references,
+    etag_version,
+    is_absolute,
+    rewrite_references,
+)
+from services.bundle_requests import EntryOutcome
+from services.patching import patch_from_entry
+from services.requests import FhirRequest
 from storage import Database, StoredVersion, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,8 @@ def _resolve_conditional(uow: UnitOfWork, entry: Entry, base: str) -> Result | N
     ``find_matching`` holds a lock on the condition until the unit of work ends, so two concurrent
     conditional creates with the same criteria cannot both create.
     """
-    assert entry.rtype is not None and entry.if_none_exist is not None
-    found = find_matching(uow, entry.rtype, entry.if_none_exist, base=base)
+    assert entry.rtype is not None and entry.condition is not None
+    found = find_matching(uow, entry.condition, base=base)
     if not found:
         return None
     if len(found) > 1:
@@ -99,12 +101,12 @@ def _resolve_target(uow: UnitOfWork, entry: Entry, base: str) -> None:
     """
     if not entry.conditional or entry.method not in {"PUT", "PATCH"} or entry.rid is not None:
         return
-    assert entry.rtype is not None and entry.query is not None
+    assert entry.rtype is not None and entry.search is not None
     if entry.method == "PATCH":
-        entry.rid = conditional_patch_target(uow, entry.rtype, entry.query, base=base)
+        entry.rid = conditional_patch_target(uow, entry.rtype, entry.search, base=base)
         return
     assert entry.resource is not None
-    entry.rid = conditional_update_target(uow, entry.rtype, entry.resource, entry.query, base=base)
+    entry.rid = conditional_update_target(uow, entry.rtype, entry.resource, entry.search, base=base)
     entry.resource = {**entry.resource, "id": entry.rid}
 
 
@@ -112,7 +114,8 @@ def _read(uow: UnitOfWork, entry: Entry, base: str) -> Result:
     assert entry.rtype is not None
     if entry.rid is None:
         settings = current_app.config["BULKHEAD_SETTINGS"]
-        return Result(200, body=searchset(uow, entry.rtype, entry.query or "", base, settings))
+        assert entry.search is not None
+        return Result(200, body=searchset(uow, entry.search, base, settings))
     if entry.vid is not None:
         stored = (
             uow.resources.version(entry.rtype, entry.rid, int(entry.vid)) if entry.vid.isdigit() else None
@@ -136,8 +139,8 @@ def _run(uow: UnitOfWork, entry: Entry, base: str) -> Result:
     """Run one entry inside ``uow``."""
     assert entry.rtype is not None
     if entry.method == "DELETE" and entry.conditional:
-        assert entry.query is not None
-        deleted = conditional_delete_in(uow, entry.rtype, entry.query, base=base, if_match=entry.if_match)
+        assert entry.search is not None
+        deleted = conditional_delete_in(uow, entry.rtype, entry.search, base=base, if_match=entry.if_match)
         entry.rid = deleted.resource_id if deleted is not None else None
         return Result(204, stored=deleted)
     if entry.method == "DELETE":
@@ -339,10 +342,32 @@ def other_methods_on_the_base(partition: str) -> Response:
 @bp.post("/")
 def batch_or_transaction(partition: str) -> Response:
     """Run a batch or transaction Bundle in the partition."""
-    raw, bundle = json_body()
-    settings = current_app.config["BULKHEAD_SETTINGS"]
-    bases = Bases(partition, server_roots())
-    kind, entries = read_bundle(raw, bundle, bases, int(settings.max_transaction_entries))
+    typed = current_request()
+    read = typed.bundle
+    assert read is not None
+    kind, entries, bases = read.kind, read.entries, read.bases
     runner = run_transaction if kind == "transaction" else run_batch
-    results = runner(_db(), partition, entries, bases)
+    try:
+        results = runner(_db(), partition, entries, bases)
+    except BulkheadError as exc:
+        # Nothing of a failed transaction is stored; each entry's attempt is still audited.
+        _remember_outcomes(typed.entries, entries, [Result(exc.status, error=exc) for _ in entries])
+        raise
+    _remember_outcomes(typed.entries, entries, results)
     return fhir_response(render_response(kind, partition, entries, results))
+
+
+def _remember_outcomes(typed: tuple[FhirRequest, ...], entries: list[Entry], results: list[Result]) -> None:
+    """Keep what each entry did for its own audit event (``api.audit``)."""
+    g.bulkhead_entry_outcomes = [
+        EntryOutcome(
+            index=entry.index,
+            interaction=str(request.interaction),
+            method=entry.method,
+            url=entry.url,
+            resource_type=result.stored.resource_type if result.stored is not None else entry.rtype,
+            resource_id=result.stored.resource_id if result.stored is not None else entry.rid,
+            status=result.status,
+        )
+        for request, entry, result in zip(typed, entries, results, strict=True)
+    ]

@@ -29,6 +29,8 @@ class Settings:
     s3_public_endpoint_url: str | None = None
     data_dir: Path = Path(".bulkhead")
     public_base_url: str | None = None
+    # How many proxies in front of the API may set X-Forwarded-For/-Proto/-Host/-Port; 0 trusts none.
+    trusted_proxies: int = 0
     host: str = "127.0.0.1"
     port: int = 8080
     partitions_enabled: bool = True

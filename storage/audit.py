@@ -139,8 +139,14 @@ class AuditLog:
 
     def write(self, event: AuditEvent) -> None:
         """Append one event: a single autocommitted INSERT (asynchronous commit: no fsync wait)."""
+        self.write_many([event])
+
+    def write_many(self, events: list[AuditEvent]) -> None:
+        """Append events in one autocommitted statement (asynchronous commit: no fsync wait)."""
+        if not events:
+            return
         with self.engine.connect() as conn:
-            conn.execute(insert(audit_event), [event.row()])
+            conn.execute(insert(audit_event), [e.row() for e in events])
 
     def dispose(self) -> None:
         """Close the audit connections."""

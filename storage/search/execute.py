@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -17,8 +17,7 @@ from core.errors import Issue
 from storage.models import ResourceRow
 from storage.search.criteria import Scope, conditions, live, local_reference
 from storage.search.paging import decode_cursor, encode_cursor, key_of, keyset, order_by, order_columns
-from storage.search.query import Include, SearchQuery, parse_search
-from storage.search.registry import registry_for
+from storage.search.query import Include, SearchQuery
 from storage.search.tables import reference_index
 
 if TYPE_CHECKING:
@@ -130,8 +129,9 @@ def _include_ids(session: Session, scope: Scope, include: Include, sources: list
         if not picked:
             return []
         where.append(ref.c.surrogate_id.in_(picked))
-        if include.target is not None:
-            where.append(ref.c.target_type == include.target)
+        if include.reached:
+            # Only the types the include was authorized to reach, whatever a stored reference names.
+            where.append(ref.c.target_type.in_(include.reached))
         join_on = (target.resource_type == ref.c.target_type) & (target.resource_id == ref.c.target_id)
     stmt = (
         select(target.surrogate_id)
@@ -175,19 +175,19 @@ def _includes(
 
 def search(
     uow: UnitOfWork,
-    types: Sequence[str],
-    pairs: Pairs,
+    query: SearchQuery,
     *,
     base: str | None = None,
-    lenient: bool = False,
     default_count: int = 20,
-    max_count: int = 1000,
     include_limit: int = 1000,
 ) -> SearchResult:
-    """Run a search of ``types`` in the unit of work's partition and return one page."""
+    """Run a parsed search in the unit of work's partition and return one page.
+
+    The query was parsed once, when the request was read (and authorized by what it reaches); it is run
+    as it is, never parsed again from the request.
+    """
+    types = query.types
     pid = uow.resources.partition_id()
-    registry = registry_for(uow.session, pid)
-    query = parse_search(registry, types, pairs, lenient=lenient, max_count=max_count)
     warnings = list(query.warnings)
     if pid is None:
         # Check values and cursor as for a partition that exists: same answers, nothing revealed.

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from storage.models import ResourceRow
 from storage.search.criteria import Scope, conditions, live
 from storage.search.execute import Pairs, match_select, query_pairs
-from storage.search.query import parse_search
+from storage.search.query import SearchQuery, parse_search
 from storage.search.registry import SearchRegistry, registry_for
 from storage.search.tables import reference_index
 
@@ -118,24 +118,25 @@ def compartment_members(
 
 
 def find_matching(
-    uow: UnitOfWork, rtype: str, query: str | Pairs, *, base: str | None = None, limit: int = 2
+    uow: UnitOfWork, query: SearchQuery, *, base: str | None = None, limit: int = 2
 ) -> list[StoredVersion]:
-    """Return up to ``limit`` current versions in the unit of work's partition that match ``query``.
+    """Return up to ``limit`` current versions in the unit of work's partition that match a parsed query.
 
     It sees the unit of work's own uncommitted writes (a transaction Bundle). A caller that creates when
     nothing matches should take ``lock_condition`` first, so that two concurrent requests with the same
     condition cannot both create.
     """
     pid = uow.resources.partition_id()
-    stmt = matching_surrogate_ids(uow.session, pid, rtype, query, base=base)
     if pid is None:
+        match_select(query, Scope(0, base))
         return []
+    stmt = match_select(query, Scope(pid, base))[1]
     sid = stmt.selected_columns[0]
     ids = list(uow.session.scalars(stmt.order_by(sid).limit(limit)))
     return uow.resources.by_surrogate_ids(ids)
 
 
-def lock_condition(uow: UnitOfWork, rtype: str, query: str | Pairs) -> None:
+def lock_condition(uow: UnitOfWork, query: SearchQuery) -> None:
     """Serialise conditional creates with the same criteria in this partition until the transaction ends."""
-    key = json.dumps([uow.partition, rtype, sorted(query_pairs(query))])
+    key = json.dumps([uow.partition, list(query.types), sorted(query.applied)])
     uow.session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})

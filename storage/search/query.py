@@ -70,13 +70,19 @@ class SortKey:
 
 @dataclass(frozen=True)
 class Include:
-    """One ``_include`` / ``_revinclude``: source type, reference parameter (None for ``*``), target type."""
+    """One ``_include`` / ``_revinclude``: source type, reference parameter (None for ``*``), target type.
+
+    ``reached`` are the resource types the include can bring in, resolved when it is parsed (the forward
+    include's target types, the reverse include's source type); empty means every type. Authorization asks
+    for read access on exactly these, and the search brings in nothing else.
+    """
 
     source: str | None
     param: str | None
     target: str | None
     reverse: bool = False
     iterate: bool = False
+    reached: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -271,7 +277,7 @@ class _Parser:
             return None
         iterate = modifier in {"iterate", "recurse"}
         if value == "*":
-            return Include(None, None, None, reverse, iterate)
+            return Include(None, None, None, reverse, iterate, ())
         parts = value.split(":")
         if len(parts) not in {2, 3} or parts[0] not in resource_types():
             raise InvalidRequest(f"{name}={value!r} is not of the form Type:parameter[:targetType]")
@@ -284,7 +290,27 @@ class _Parser:
             if param is None or param.type != "reference" or not param.indexed:
                 self.refuse(f"{source} has no reference search parameter {code!r} to include")
                 return None
-        return Include(source, None if code == "*" else code, target, reverse, iterate)
+            targets = param.targets()
+        else:
+            targets = tuple(
+                sorted(
+                    {
+                        t
+                        for p in self.registry.for_type(source).values()
+                        if p.type == "reference" and p.indexed
+                        for t in p.targets()
+                    }
+                )
+            )
+        if target is not None and target not in targets:
+            raise InvalidRequest(f"{name}={value!r}: {source}.{code} cannot point at {target}")
+        if reverse:
+            reached: tuple[str, ...] = (source,)
+        else:
+            reached = (target,) if target is not None else targets
+        if not reverse and set(reached) >= resource_types():
+            reached = ()
+        return Include(source, None if code == "*" else code, target, reverse, iterate, reached)
 
 
 def _count(value: str, max_count: int) -> int:

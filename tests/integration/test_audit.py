@@ -144,3 +144,41 @@ def test_log_lines_written_during_a_request_carry_its_partition_as_json(client, 
     line = json.loads(_JsonFormatter().format(record))
     assert line["partition"] == partition
     assert line["job_id"] == "-"
+
+
+def test_each_entry_of_a_bundle_is_its_own_audit_event(secure_client, auth_keys, partition):
+    # Given a patient, and a batch that deletes it, creates an Observation and reads a missing one
+    token = auth_keys.hs256([partition])
+    put(secure_client, f"{base(partition)}/Patient/p1", PATIENT, **bearer(token))
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "DELETE", "url": "Patient/p1"}},
+            {
+                "request": {"method": "PUT", "url": "Observation/o1"},
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "o1",
+                    "status": "final",
+                    "code": {"text": "x"},
+                },
+            },
+            {"request": {"method": "GET", "url": "Patient/missing"}},
+        ],
+    }
+    response = secure_client.post(
+        f"{base(partition)}/", json=bundle, headers={**bearer(token), "Content-Type": "application/fhir+json"}
+    )
+    assert response.status_code == 200
+    # When an administrator reads the partition's trail
+    events = _events(secure_client, auth_keys, partition=partition)
+    by_operation = {e["subtype"][0]["code"]: e for e in events}
+    # Then the deletion inside the Bundle is attributable: its own event, with type, id, client and outcome
+    deleted = by_operation["entry.delete"]
+    assert {"what": {"reference": "Patient/p1"}} in deleted["entity"]
+    assert deleted["agent"][0]["who"]["identifier"]["value"] == "test-client"
+    assert deleted["outcome"] == "0" and deleted["action"] == "D"
+    assert by_operation["entry.update"]["outcomeDesc"].startswith("HTTP 201")
+    assert by_operation["entry.read"]["outcome"] == "4"
+    assert "batch" in by_operation

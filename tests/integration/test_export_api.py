@@ -92,12 +92,12 @@ def test_the_root_base_exports_the_default_partition_with_root_urls(bulk: BulkAp
     assert manifest["request"] == f"{BASE}/$export?_type=Patient"
 
 
-def test_a_forwarded_host_and_proto_make_the_status_url(
+def test_behind_a_trusted_proxy_its_forwarded_host_and_proto_make_the_status_url(
     export_app: Flask, settings: Settings, partition: str
 ) -> None:
-    # Given no configured public base URL
+    # Given no configured public base URL, and one trusted proxy in front
     app = create_app(
-        replace(export_app.config["BULKHEAD_SETTINGS"], public_base_url=None),
+        replace(export_app.config["BULKHEAD_SETTINGS"], public_base_url=None, trusted_proxies=1),
         database=export_app.extensions["bulkhead.db"],
     )
     app.extensions["bulkhead.objectstore"] = export_app.extensions["bulkhead.objectstore"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.metrics import count_resources
@@ -19,7 +21,12 @@ def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 
 def test_requests_are_counted_and_timed_by_partition_and_route(client, partition):
-    # Given two reads in a partition
+    # Given a partition that exists (a resource was written) and two reads in it
+    client.put(
+        f"{base(partition)}/Patient/p1",
+        json={"resourceType": "Patient", "id": "p1"},
+        headers={"Content-Type": "application/fhir+json"},
+    )
     for _ in range(2):
         client.get(f"{base(partition)}/Patient/nobody")
     # When Prometheus scrapes
@@ -28,12 +35,31 @@ def test_requests_are_counted_and_timed_by_partition_and_route(client, partition
     assert response.status_code == 200
     text = response.get_data(as_text=True)
     counts = _samples(text, "bulkhead_http_requests_total")
-    mine = [v for labels, v in counts if labels["partition"] == partition]
+    mine = [v for labels, v in counts if labels["partition"] == partition and labels["method"] == "GET"]
     assert mine == [2.0]
-    routes = {labels["route"] for labels, _ in counts if labels["partition"] == partition}
+    routes = {
+        labels["route"]
+        for labels, _ in counts
+        if labels["partition"] == partition and labels["method"] == "GET"
+    }
     assert routes == {"/<rtype:rtype>/<rid>"}
     latency = _samples(text, "bulkhead_http_request_duration_seconds_count")
-    assert [v for labels, v in latency if labels["partition"] == partition] == [2.0]
+    assert [v for labels, v in latency if labels["partition"] == partition and labels["method"] == "GET"] == [
+        2.0
+    ]
+
+
+def test_requests_to_partitions_that_do_not_exist_share_one_label_value(client):
+    # Given three unauthenticated reads in partitions nobody ever wrote to
+    names = [f"ghost-{secrets.token_hex(5)}" for _ in range(3)]
+    for name in names:
+        assert client.get(f"{base(name)}/Patient/x").status_code == 404
+    # When Prometheus scrapes
+    text = client.get("/metrics").get_data(as_text=True)
+    # Then no series names any of them; they are counted under one shared value
+    labels = {s["partition"] for s, _ in _samples(text, "bulkhead_http_requests_total")}
+    assert not labels & set(names)
+    assert "unknown" in labels
 
 
 def test_resources_processed_by_workers_appear_per_partition(client, partition):

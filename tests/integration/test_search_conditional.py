@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.conditional import conditional_create_in, find_matching
+from api.conditional import conditional_create_in, find_matching, parse_criteria
 from storage import Database
 from storage.search import compartment_members, matching_surrogate_ids, select_surrogate_ids
 from tests.support.fhir import base, post, put
@@ -86,17 +86,18 @@ def test_find_matching_inside_a_unit_of_work_sees_its_own_uncommitted_writes(
 ) -> None:
     # Given a unit of work that created a patient and has not committed
     with database.unit_of_work(partition) as uow:
-        created = conditional_create_in(uow, "Patient", b"{}", dict(PATIENT), "identifier=urn:test|MRN-1")
+        condition = parse_criteria(uow, "Patient", "identifier=urn:test|MRN-1")
+        created = conditional_create_in(uow, "Patient", b"{}", dict(PATIENT), condition)
         assert created.created
         # When the same condition is checked again in that unit of work (a transaction Bundle)
-        again = conditional_create_in(uow, "Patient", b"{}", dict(PATIENT), "identifier=urn:test|MRN-1")
-        found = find_matching(uow, "Patient", "Patient?identifier=urn:test|MRN-1")
+        again = conditional_create_in(uow, "Patient", b"{}", dict(PATIENT), condition)
+        found = find_matching(uow, parse_criteria(uow, "Patient", "Patient?identifier=urn:test|MRN-1"))
         # Then it finds the uncommitted patient instead of creating a second
         assert not again.created and again.stored.resource_id == created.stored.resource_id
         assert [v.resource_id for v in found] == [created.stored.resource_id]
     # And nothing stays after a rollback
     with database.unit_of_work(partition) as uow:
-        assert find_matching(uow, "Patient", "identifier=urn:test|MRN-1") == []
+        assert find_matching(uow, parse_criteria(uow, "Patient", "identifier=urn:test|MRN-1")) == []
 
 
 def test_selects_for_bulk_jobs_match_or_ed_queries_ranges_and_compartments(

@@ -1,11 +1,15 @@
-"""SMART scopes and the permission each request needs (pure functions, no I/O)."""
+"""SMART scopes and the permission each typed request needs (routing and reading only, nothing runs)."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from api.auth_routes import Need, classify
 from api.auth_scopes import Grant, Permissions, narrow, parse_scope
+from services.parse import PUBLIC_ENDPOINTS
+from services.requests import Interaction, Need
+from tests.support.typed import needs, typed_request
 
 
 @pytest.mark.parametrize(
@@ -52,54 +56,66 @@ def test_requested_scopes_are_narrowed_to_the_allowed_ones():
     assert not granted.allows("u", "Observation")
 
 
-def _needs(method: str, path: str, query: dict[str, list[str]] | None = None, body=None, headers=None):  # type: ignore[no-untyped-def]
-    return set(classify(method, path, query or {}, body, headers).needs)
+_PATCH = {
+    "resourceType": "Parameters",
+    "parameter": [
+        {
+            "name": "operation",
+            "part": [
+                {"name": "type", "valueCode": "replace"},
+                {"name": "path", "valueString": "Patient.active"},
+                {"name": "value", "valueBoolean": True},
+            ],
+        }
+    ],
+}
 
 
-def test_each_interaction_needs_its_permission():
+def test_each_interaction_needs_its_permission(app):
     # Given the REST interactions on one type
-    # When they are classified
+    # When they are read into typed requests
     # Then each needs its SMART letter
-    assert _needs("GET", "/Patient/1") == {Need("r", "Patient")}
-    assert _needs("GET", "/Patient/1/_history/2") == {Need("r", "Patient")}
-    assert _needs("GET", "/Patient/1/_history") == {Need("r", "Patient")}
-    assert _needs("GET", "/Patient/_history") == {Need("s", "Patient")}
-    assert _needs("GET", "/_history") == {Need("s", "*")}
-    assert _needs("GET", "/Patient") == {Need("s", "Patient")}
-    assert _needs("POST", "/Patient/_search") == {Need("s", "Patient")}
-    assert _needs("POST", "/Patient") == {Need("c", "Patient")}
-    assert _needs("POST", "/Patient", headers={"If-None-Exist": "x"}) == {
+    assert needs(app, "GET", "/Patient/1") == {Need("r", "Patient")}
+    assert needs(app, "GET", "/Patient/1/_history/2") == {Need("r", "Patient")}
+    assert needs(app, "GET", "/Patient/1/_history") == {Need("r", "Patient")}
+    assert needs(app, "GET", "/Patient/_history") == {Need("r", "Patient"), Need("s", "Patient")}
+    assert needs(app, "GET", "/_history") == {Need("r", "*"), Need("s", "*")}
+    assert needs(app, "GET", "/Patient") == {Need("s", "Patient")}
+    assert needs(app, "POST", "/Patient/_search") == {Need("s", "Patient")}
+    assert needs(app, "POST", "/Patient") == {Need("c", "Patient")}
+    assert needs(app, "POST", "/Patient", headers={"If-None-Exist": "identifier=x"}) == {
         Need("c", "Patient"),
         Need("s", "Patient"),
     }
-    assert _needs("PUT", "/Patient/1") == {Need("u", "Patient")}
-    assert _needs("PUT", "/Patient") == {Need("u", "Patient"), Need("s", "Patient")}
-    assert _needs("DELETE", "/Patient/1") == {Need("d", "Patient")}
-    assert _needs("DELETE", "/Patient") == {Need("d", "Patient"), Need("s", "Patient")}
-    assert _needs("PATCH", "/Patient/1") == {Need("u", "Patient")}
-    assert _needs("PATCH", "/Patient") == {Need("u", "Patient"), Need("s", "Patient")}
-    assert classify("PUT", "/Patient", {}).interaction == "conditional-update"
-    assert classify("PATCH", "/Patient/1", {}).interaction == "patch"
-    assert classify("GET", "/metadata", {}).public
+    criteria = {"identifier": ["x"]}
+    assert needs(app, "PUT", "/Patient/1") == {Need("u", "Patient")}
+    assert needs(app, "PUT", "/Patient", criteria) == {Need("u", "Patient"), Need("s", "Patient")}
+    assert needs(app, "DELETE", "/Patient/1") == {Need("d", "Patient")}
+    assert needs(app, "DELETE", "/Patient", criteria) == {Need("d", "Patient"), Need("s", "Patient")}
+    assert needs(app, "PATCH", "/Patient/1") == {Need("u", "Patient")}
+    assert needs(app, "PATCH", "/Patient", criteria) == {Need("u", "Patient"), Need("s", "Patient")}
+    assert typed_request(app, "PUT", "/Patient", criteria).interaction == Interaction.CONDITIONAL_UPDATE
+    assert typed_request(app, "PATCH", "/Patient/1").interaction == Interaction.PATCH
+    assert app.url_map.bind("bulkhead.test").match("/metadata")[0] in PUBLIC_ENDPOINTS
 
 
-def test_includes_chains_and_has_need_access_to_the_types_they_reach():
+def test_includes_chains_and_has_need_access_to_the_types_they_reach(app):
     # Given searches that bring in or look into other types
-    # When they are classified
-    include = _needs("GET", "/Observation", {"_include": ["Observation:subject"]})
-    targeted = _needs("GET", "/Observation", {"_include": ["Observation:subject:Patient"]})
-    revinclude = _needs("GET", "/Patient", {"_revinclude": ["Observation:subject"]})
-    chain = _needs("GET", "/Observation", {"subject:Patient.name": ["x"]})
-    has = _needs("GET", "/Patient", {"_has:Observation:subject:code": ["x"]})
-    # Then they need read or search on those types (every type when the target is open)
-    assert Need("r", "*") in include
+    # When they are read
+    include = needs(app, "GET", "/Observation", {"_include": ["Observation:subject"]})
+    targeted = needs(app, "GET", "/Observation", {"_include": ["Observation:subject:Patient"]})
+    revinclude = needs(app, "GET", "/Patient", {"_revinclude": ["Observation:subject"]})
+    chain = needs(app, "GET", "/Observation", {"subject:Patient.name": ["x"]})
+    has = needs(app, "GET", "/Patient", {"_has:Observation:subject:code": ["x"]})
+    # Then they need read or search on exactly the types they reach (every target of an open include)
+    assert {Need("r", t) for t in ("Patient", "Group", "Device", "Location")} <= include
     assert Need("r", "Patient") in targeted
     assert Need("r", "Observation") in revinclude
     assert Need("s", "Patient") in chain
     assert Need("s", "Observation") in has
 
 
-def test_bundles_are_classified_entry_by_entry():
+def test_bundles_are_classified_entry_by_entry(app):
     # Given a transaction that creates, reads and deletes across types
     body = {
         "resourceType": "Bundle",
@@ -107,22 +123,30 @@ def test_bundles_are_classified_entry_by_entry():
         "entry": [
             {"request": {"method": "POST", "url": "Patient"}, "resource": {"resourceType": "Patient"}},
             {"request": {"method": "GET", "url": "Observation/1"}},
-            {"request": {"method": "DELETE", "url": "http://x/partitions/p/Encounter/9"}},
+            {"request": {"method": "DELETE", "url": "http://bulkhead.test/Encounter/9"}},
         ],
     }
-    # When it is classified
-    needs = _needs("POST", "/", body=body)
+    # When it is read
+    found = needs(app, "POST", "/", body=body)
     # Then every entry's permission is needed
-    assert {Need("c", "Patient"), Need("r", "Observation"), Need("d", "Encounter")} <= needs
+    assert {Need("c", "Patient"), Need("r", "Observation"), Need("d", "Encounter")} <= found
 
 
-def test_patch_and_conditional_entries_of_a_bundle_need_update_delete_and_search():
+def test_patch_and_conditional_entries_of_a_bundle_need_update_delete_and_search(app):
     # Given a batch that patches, conditionally updates and conditionally deletes
+    json_patch = base64.b64encode(b'[{"op": "replace", "path": "/active", "value": true}]').decode()
     body = {
         "resourceType": "Bundle",
         "type": "batch",
         "entry": [
-            {"request": {"method": "PATCH", "url": "Patient/1"}, "resource": {"resourceType": "Binary"}},
+            {
+                "request": {"method": "PATCH", "url": "Patient/1"},
+                "resource": {
+                    "resourceType": "Binary",
+                    "contentType": "application/json-patch+json",
+                    "data": json_patch,
+                },
+            },
             {
                 "request": {"method": "PUT", "url": "Observation?code=x"},
                 "resource": {"resourceType": "Observation"},
@@ -130,10 +154,10 @@ def test_patch_and_conditional_entries_of_a_bundle_need_update_delete_and_search
             {"request": {"method": "DELETE", "url": "Encounter?status=planned"}},
         ],
     }
-    # When it is classified
-    needs = _needs("POST", "/", body=body)
+    # When it is read
+    found = needs(app, "POST", "/", body=body)
     # Then update on the patched type, update and search on the updated one, delete and search on the last
-    assert needs == {
+    assert found == {
         Need("u", "Patient"),
         Need("u", "Observation"),
         Need("s", "Observation"),
@@ -142,27 +166,39 @@ def test_patch_and_conditional_entries_of_a_bundle_need_update_delete_and_search
     }
 
 
-def test_bulk_operations_need_the_permissions_of_what_they_touch():
+def test_bulk_operations_need_the_permissions_of_what_they_touch(app):
     # Given the bulk operations
-    # When they are classified
+    # When they are read
     # Then export needs read on the named types (all without _type), import create+update, and so on
-    assert _needs("GET", "/$export", {"_type": ["Patient,Observation"]}) == {
+    assert needs(app, "GET", "/$export", {"_type": ["Patient,Observation"]}) == {
         Need("r", "Patient"),
         Need("r", "Observation"),
     }
-    assert _needs("GET", "/$export") == {Need("r", "*")}
-    assert Need("r", "Group") in _needs("GET", "/Group/g1/$export", {"_type": ["Patient"]})
+    assert needs(app, "GET", "/$export") == {Need("r", "*")}
+    assert Need("r", "Group") in needs(app, "GET", "/Group/g1/$export", {"_type": ["Patient"]})
     post = {"resourceType": "Parameters", "parameter": [{"name": "_type", "valueString": "Encounter"}]}
-    assert _needs("POST", "/$export", body=post) == {Need("r", "Encounter")}
+    assert needs(app, "POST", "/$export", body=post) == {Need("r", "Encounter")}
     imp = {
         "resourceType": "Parameters",
-        "parameter": [{"name": "input", "part": [{"name": "type", "valueCode": "Patient"}]}],
+        "parameter": [
+            {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
+            {
+                "name": "input",
+                "part": [
+                    {"name": "type", "valueCode": "Patient"},
+                    {"name": "url", "valueUri": "https://files.example.org/p.ndjson"},
+                ],
+            },
+        ],
     }
-    assert _needs("POST", "/$import", body=imp) == {Need("c", "Patient"), Need("u", "Patient")}
-    assert _needs("POST", "/$reindex") == {Need("u", "*")}
-    assert _needs("PATCH", "/Patient/$bulk-update") == {Need("u", "Patient"), Need("s", "Patient")}
-    assert _needs("DELETE", "/Observation/$bulk-delete") == {
+    assert needs(app, "POST", "/$import", body=imp) == {Need("c", "Patient"), Need("u", "Patient")}
+    assert needs(app, "POST", "/$reindex") == {Need("u", "*")}
+    assert needs(app, "PATCH", "/Patient/$bulk-update", body=_PATCH) == {
+        Need("u", "Patient"),
+        Need("s", "Patient"),
+    }
+    assert needs(app, "DELETE", "/Observation/$bulk-delete") == {
         Need("d", "Observation"),
         Need("s", "Observation"),
     }
-    assert _needs("GET", "/_operations/export/abc") == set()
+    assert needs(app, "GET", "/_operations/export/abc") == set()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from api.export_params import body_parameters, parse_export, prefers
 from core.errors import InvalidRequest
 from core.exportspec import ExportSpec
 from core.fhirelements import subset
+from services.export_params import body_parameters, parse_export, prefers
 
 
 @pytest.mark.parametrize("fmt", ["application/fhir+ndjson", "application/ndjson", "ndjson"])

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from api.transaction_entries import Bases, read_bundle, references, resource_bytes, rewrite_references
 from core.errors import InvalidRequest, PayloadTooLarge
+from services.bundle_entries import Bases, read_bundle, references, resource_bytes, rewrite_references
 
 BASES = Bases("tenant-a", ("http://fhir.example", "http://10.0.0.5:8080"))
 

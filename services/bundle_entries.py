@@ -11,15 +11,16 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 
-from api.patching import Patch, patch_from_entry
 from core.errors import BulkheadError, InvalidRequest, Issue, PayloadTooLarge
 from core.fhirtypes import require_type
 from core.partition import DEFAULT_PARTITION
 from core.validation import ID_PATTERN, structural_issues, without_nested
+from services.patching import Patch, patch_from_entry
+from storage.search import SearchQuery
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 # Processing order of a transaction (FHIR R4 3.1.0.11.2): DELETE, POST, PUT/PATCH, then GET/HEAD.
@@ -53,6 +54,9 @@ class Entry:
     references: list[str] = field(default_factory=list)
     conditional: bool = False
     patch: Patch | None = None
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    search: SearchQuery | None = None
+    condition: SearchQuery | None = None
 
     @property
     def label(self) -> str:
@@ -188,9 +192,17 @@ def _version(value: Any, what: str) -> int | None:
 
 
 def _target(entry: Entry, bases: Bases) -> None:
+    """Read the entry's url once: its target (type, id, version) and its query as (name, value) pairs.
+
+    Everything after the first ``?`` is the query, parsed here and nowhere else; a fragment (``#``) has no
+    meaning in a request and is refused.
+    """
+    if "#" in entry.url:
+        raise InvalidRequest(f"The request url {entry.url!r} carries a fragment ('#'); send it without one")
     path, _, query = bases.resolve(entry.url).partition("?")
     parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
     entry.query = query or None
+    entry.pairs = parse_qsl(query, keep_blank_values=True)
     if not parts:
         raise InvalidRequest("The request url names no resource type")
     if parts[0].startswith("$") or parts[0] in {"metadata", "_history", "_search"}:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from api.transaction_entries import Entry
 from core.errors import BulkheadError, InvalidRequest, Issue
-from storage.search import query_pairs
+from services.bundle_entries import Entry
 
 
 def relabel(exc: BulkheadError, entry: Entry) -> BulkheadError:
@@ -56,14 +55,13 @@ def _criteria_key(entry: Entry) -> tuple[str, tuple[tuple[str, str], ...]] | Non
     (Conditional patches resolve to existing resources, which the overlap check compares; a conditional
     delete runs before the writes and may be followed by a conditional update that replaces its match.)
     """
-    if entry.method == "POST" and entry.if_none_exist is not None:
-        criteria = entry.if_none_exist
-    elif entry.conditional and entry.method == "PUT" and entry.query is not None:
-        criteria = entry.query
+    if entry.method == "POST" and entry.condition is not None:
+        criteria = entry.condition
+    elif entry.conditional and entry.method == "PUT" and entry.search is not None:
+        criteria = entry.search
     else:
         return None
-    pairs = tuple(sorted(query_pairs(criteria)))
-    return (entry.rtype or "", pairs)
+    return (entry.rtype or "", tuple(sorted(criteria.applied)))
 
 
 def check_same_criteria(entries: list[Entry]) -> None:
