@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     if database is None:
         if not settings.database_url:
             raise InvalidRequest("BULKHEAD_DATABASE_URL is not set (bulkhead serve starts an embedded one)")
-        database = Database(settings.database_url)
+        database = Database.from_settings(settings)
     app.extensions["bulkhead.db"] = database
     if not settings.partitions_enabled and database.partitions_holding_data() > 1:
         raise RuntimeError("Partitions cannot be turned off: data lives in more than one partition")

@@ -38,7 +38,7 @@ def _partition(value: str) -> str:
 def _database(settings: Settings) -> Database:
     if not settings.database_url:
         raise click.ClickException("BULKHEAD_DATABASE_URL is not set")
-    return Database(settings.database_url)
+    return Database.from_settings(settings)
 
 
 @click.command("token")

@@ -4,7 +4,9 @@
   started the job (``{base}/_operations/{kind}/{id}``), and an informational OperationOutcome;
 - polling: ``202`` with ``X-Progress`` and ``Retry-After`` (seconds) while the job runs, ``200`` with the
   operation's JSON result when it completed, the job's OperationOutcome with its status when it failed;
-- files: streamed through the API (``application/fhir+ndjson``, gzip when the client accepts it).
+- files: streamed through the API (``application/fhir+ndjson``, gzip when the client accepts it);
+- ownership: a job belongs to the client whose token started it (``job_caller``); only that client, or an
+  administrator, polls, downloads, cancels or lists it. Everyone else gets the 404 of an unknown id.
 
 Used by the ``$export`` blueprint and by ``$import``, ``$reindex``, bulk update and bulk delete.
 """
@@ -18,12 +20,13 @@ from typing import Any
 
 from flask import Response, current_app, request
 
+from api.auth import current_principal
 from api.errors import FHIR_JSON, operation_outcome
 from api.http import base_url, fhir_response
 from core.deflate import gzip_chunks
-from core.errors import Issue, NotFound
+from core.errors import Issue, NotFound, Unauthorized
 from core.fhirjson import dumps
-from core.jobs import ACTIVE_STATUSES, JobStatus, JobStatusView
+from core.jobs import ACTIVE_STATUSES, ANONYMOUS, JobCaller, JobStatus, JobStatusView
 from core.settings import Settings
 from storage import Database
 from storage.objectstore import ObjectStore, object_store_from_settings
@@ -51,6 +54,17 @@ def store() -> ObjectStore:
         found = object_store_from_settings(settings())
         current_app.extensions["bulkhead.objectstore"] = found
     return found
+
+
+def job_caller() -> JobCaller:
+    """Return on whose behalf this request submits and looks up jobs: the token's client (an administrator
+    sees every client's jobs), or the anonymous client when authentication is off."""
+    principal = current_principal()
+    if principal is None:
+        if settings().auth_enabled:
+            raise Unauthorized("This server requires a bearer token")
+        return ANONYMOUS
+    return JobCaller(principal.subject, every_client=principal.admin)
 
 
 def own_path(partition: str) -> str:

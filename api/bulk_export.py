@@ -1,8 +1,9 @@
 """The ``$export`` blueprint (FHIR Bulk Data STU2): kick-off, status, cancel, file download, job listing.
 
 Registered at the root (partition ``default``) and under ``/partitions/<partition>``. Every job URL lives
-under the base of the partition that started the job, and every lookup filters by that partition: a job of
-partition A is a 404 from partition B (status, DELETE and files alike).
+under the base of the partition that started the job, and every lookup filters by that partition and by the
+client that started it: a job of partition A is a 404 from partition B, and a job of client X is a 404 for
+client Y of the same partition (status, DELETE, files and listing alike), unless Y is an administrator.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from api.bulk_common import db as _db
 from api.bulk_common import gzip_stream as _gzip
 from api.bulk_common import http_date as _http_date
 from api.bulk_common import in_progress as _in_progress
+from api.bulk_common import job_caller as _caller
 from api.bulk_common import own_path as _own_path
 from api.bulk_common import settings as _settings
 from api.bulk_common import store as _store
@@ -59,6 +61,7 @@ def _kick_off(partition: str) -> Response:
         partition,
         KIND,
         definition,
+        caller=_caller(),
         settings=_settings(),
         request_url=request_url,
         transaction_time=now,
@@ -136,7 +139,7 @@ def manifest(partition: str, job_id: str, view: ExportStatus) -> dict[str, Any]:
 @bp.get(_STATUS)
 def status(partition: str, job_id: str) -> Response:
     """Report an export: 202 while it runs, 200 with the manifest, 4xx/5xx with an OperationOutcome."""
-    view = jobs_api.status(_db(), partition, job_id, kind=KIND)
+    view = jobs_api.status(_db(), partition, job_id, caller=_caller(), kind=KIND)
     if view.state in ACTIVE:
         return _in_progress(view.progress_text)
     if view.state == "completed":
@@ -153,8 +156,9 @@ def status(partition: str, job_id: str) -> Response:
 @bp.delete(_STATUS)
 def cancel(partition: str, job_id: str) -> Response:
     """Cancel a running export, or release a finished one (its files are deleted); later polls are 404."""
-    running = jobs_api.status(_db(), partition, job_id, kind=KIND).state in ACTIVE
-    jobs_api.cancel(_db(), partition, job_id, kind=KIND, settings=_settings())
+    caller = _caller()
+    running = jobs_api.status(_db(), partition, job_id, caller=caller, kind=KIND).state in ACTIVE
+    jobs_api.cancel(_db(), partition, job_id, caller=caller, kind=KIND, settings=_settings())
     _store().delete_prefix(_store().job_prefix(partition, job_id))
     body = operation_outcome(
         [
@@ -171,7 +175,7 @@ def cancel(partition: str, job_id: str) -> Response:
 @bp.get(f"{_STATUS}/<name>")
 def download(partition: str, job_id: str, name: str) -> Response:
     """Stream one output file of a completed export of this partition (gzip when the client accepts it)."""
-    view = jobs_api.status(_db(), partition, job_id, kind=KIND)
+    view = jobs_api.status(_db(), partition, job_id, caller=_caller(), kind=KIND)
     if view.state != "completed":
         raise NotFound(f"Export {job_id} has no file {name!r}")
     result: dict[str, Any] = view.result or {}
@@ -193,13 +197,14 @@ def download(partition: str, job_id: str, name: str) -> Response:
 
 @bp.get("/_operations")
 def list_operations(partition: str) -> Response:
-    """List this partition's bulk jobs, optionally filtered by ``kind`` and ``status``."""
+    """List the caller's bulk jobs of this partition (an administrator's: everyone's), optionally filtered by
+    ``kind`` and ``status``."""
     kind = request.args.get("kind")
     state = request.args.get("status")
     allowed = {"queued", "planning", "running", "completed", "failed", "cancelled"}
     if state is not None and state not in allowed:
         raise InvalidRequest(f"status must be one of {', '.join(sorted(allowed))}")
-    jobs = jobs_api.list_jobs(_db(), partition, kind=kind, status=state)
+    jobs = jobs_api.list_jobs(_db(), partition, caller=_caller(), kind=kind, status=state)
     base = base_url(partition)
     params = []
     for job in jobs:

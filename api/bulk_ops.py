@@ -14,7 +14,8 @@ Kick-offs (each answers 202 with an absolute ``Content-Location`` under the part
 Polling ``[base]/_operations/{kind}/{id}``: 202 with ``X-Progress`` while running, 200 with the JSON result,
 the failure's OperationOutcome; ``DELETE`` cancels (what was committed stays, and the answer says so), after
 which the job is 404. Error files are downloaded below the status URL. The partition always comes from the
-URL; a job of another partition is 404.
+URL; a job of another partition, or one another client started (unless the caller is an administrator), is
+404.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def _submit(partition: str, kind: str, definition: dict[str, Any], max_concurren
         partition,
         kind,
         definition,
+        caller=common.job_caller(),
         settings=common.settings(),
         request_url=common.request_url(partition),
         transaction_time=now,
@@ -158,19 +160,22 @@ def _result_body(partition: str, kind: str, job_id: str, request_url: str | None
 
 
 def _status(partition: str, kind: str, job_id: str) -> Response:
-    view = service.status(common.db(), partition, job_id, kind=kind)
+    view = service.status(common.db(), partition, job_id, caller=common.job_caller(), kind=kind)
     return common.status_response(view, _WHAT[kind], _result_body(partition, kind, job_id, view.request_url))
 
 
 def _cancel(partition: str, kind: str, job_id: str) -> Response:
-    running = service.status(common.db(), partition, job_id, kind=kind).state in ACTIVE_STATUSES
-    service.cancel(common.db(), partition, job_id, kind=kind, settings=common.settings())
+    caller = common.job_caller()
+    running = (
+        service.status(common.db(), partition, job_id, caller=caller, kind=kind).state in ACTIVE_STATUSES
+    )
+    job = service.cancel(common.db(), partition, job_id, caller=caller, kind=kind, settings=common.settings())
     # A finished job is only released: what it did stays; its status and files go.
     message = f"{_WHAT[kind]} {job_id} cancelled"
     if not running:
         message = f"{_WHAT[kind]} {job_id} released; its files are deleted, what it did stays"
     if kind in (UPDATE, DELETE):
-        counts = committed_counts(common.db(), partition, job_id)
+        counts = committed_counts(common.db(), job)
         done = ", ".join(f"{c} {t}" for t, c in sorted(counts.items())) or "no resource"
         verb = "updated" if kind == UPDATE else "deleted"
         message += f"; {'changes already committed stay: ' if running else ''}{done} {verb}"
@@ -185,7 +190,7 @@ def _cancel(partition: str, kind: str, job_id: str) -> Response:
 
 
 def _download(partition: str, kind: str, job_id: str, name: str) -> Response:
-    view = service.status(common.db(), partition, job_id, kind=kind)
+    view = service.status(common.db(), partition, job_id, caller=common.job_caller(), kind=kind)
     entries = (view.result or {}).get("error", []) if view.result else []
     entry = next((e for e in entries if e.get("file") == name), None)
     if entry is None:
@@ -227,6 +232,7 @@ def reindex_everywhere() -> Response:
                 info.name,
                 REINDEX,
                 {"types": None, "transaction_time": format_instant(now)},
+                caller=common.job_caller(),
                 settings=common.settings(),
                 request_url=f"{base_url(info.name)}/$reindex",
                 transaction_time=now,

@@ -41,7 +41,12 @@ def migrate() -> None:
     if not url:
         raise click.ClickException("BULKHEAD_MIGRATION_DATABASE_URL or BULKHEAD_DATABASE_URL is not set")
     db = Database(url)
-    db.migrate(app_role=settings.database_app_role, app_password=settings.database_app_password)
+    db.migrate(
+        app_role=settings.database_app_role,
+        app_password=settings.database_app_password,
+        admin_role=settings.database_admin_role,
+        admin_password=settings.database_admin_password,
+    )
     db.dispose()
     click.echo("migrations applied")
 

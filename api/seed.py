@@ -69,7 +69,12 @@ def _embedded(settings: Settings, data_dir: Path) -> Iterator[tuple[str, str]]:
     try:
         owner = Database(owner_url)
         try:
-            owner.migrate(app_role=settings.database_app_role, app_password=settings.database_app_password)
+            owner.migrate(
+                app_role=settings.database_app_role,
+                app_password=settings.database_app_password,
+                admin_role=settings.database_admin_role,
+                admin_password=settings.database_admin_password,
+            )
         finally:
             owner.dispose()
         yield (

@@ -165,7 +165,10 @@ class Supervisor:
             self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
             owner_url = self.postgres.start()
             app_url = role_url(owner_url, settings.database_app_role, settings.database_app_password)
-            settings = replace(settings, database_url=app_url, migration_database_url=owner_url)
+            admin_url = role_url(owner_url, settings.database_admin_role, settings.database_admin_password)
+            settings = replace(
+                settings, database_url=app_url, database_admin_url=admin_url, migration_database_url=owner_url
+            )
             self._place("PostgreSQL", redact(app_url), f"embedded, data in {self.postgres.data_dir}")
         else:
             self._place("PostgreSQL", redact(settings.database_url), "configured (BULKHEAD_DATABASE_URL)")
@@ -201,7 +204,12 @@ class Supervisor:
         assert url is not None
         db = Database(url)
         try:
-            db.migrate(app_role=settings.database_app_role, app_password=settings.database_app_password)
+            db.migrate(
+                app_role=settings.database_app_role,
+                app_password=settings.database_app_password,
+                admin_role=settings.database_admin_role,
+                admin_password=settings.database_admin_password,
+            )
         finally:
             db.dispose()
 
@@ -219,6 +227,8 @@ class Supervisor:
             "BULKHEAD_HOST": settings.host,
             "BULKHEAD_PORT": str(settings.port),
         }
+        if settings.database_admin_url:
+            env["BULKHEAD_DATABASE_ADMIN_URL"] = settings.database_admin_url
         if settings.s3_access_key and settings.s3_secret_key:
             env["BULKHEAD_S3_ACCESS_KEY"] = settings.s3_access_key
             env["BULKHEAD_S3_SECRET_KEY"] = settings.s3_secret_key

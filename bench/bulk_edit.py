@@ -30,6 +30,7 @@ import psycopg
 from bench.common import bench_database, machine, ratio, record, table
 from bench.import_ import cluster_env, job_seconds
 from core.fhirdates import format_instant
+from core.jobs import ANONYMOUS
 from core.synthetic import Population, patient_resources
 from orchestrator import service
 from storage import Database, stamp_new, write_new_resources
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                     "patch": PATCH,
                     "transaction_time": now,
                 },
+                caller=ANONYMOUS,
                 settings=cluster.settings,
             )
             update_seconds = job_seconds(app, "bench-update", update.id, cluster)
@@ -173,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                     "purge_history": False,
                     "transaction_time": now,
                 },
+                caller=ANONYMOUS,
                 settings=cluster.settings,
             )
             delete_seconds = job_seconds(app, "bench-delete", delete.id, cluster)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.common import BenchDatabase, bench_database, machine, record, table
 from bench.jobs import _redis_url
-from core.jobs import JobStatus
+from core.jobs import ANONYMOUS, JobStatus
 from core.settings import Settings
 from orchestrator import service
 from storage import Database
@@ -43,6 +43,7 @@ def _small(cluster: JobCluster, db: Database, partition: str, parts: int, step: 
         partition,
         "jobtest",
         {"parts": parts, "steps": 2, "step_seconds": step / 2, "write": False},
+        caller=ANONYMOUS,
         settings=cluster.settings,
     )
     wait_for_status(db, partition, job.id, {JobStatus.COMPLETED}, timeout=600, cluster=cluster)
@@ -83,6 +84,7 @@ def measure(app_url: str, redis_url: str, args: argparse.Namespace, logs: Path) 
                 f"a-{n}",
                 "jobtest",
                 {"parts": args.big_parts, "steps": 2, "step_seconds": args.step_seconds / 2, "write": False},
+                caller=ANONYMOUS,
                 settings=settings,
             )
             group = (f"a-{n}", huge.id)
@@ -99,7 +101,7 @@ def measure(app_url: str, redis_url: str, args: argparse.Namespace, logs: Path) 
             huge_done.append(
                 sum(1 for p in queue.parts(f"a-{n}", huge.id) if p.status == JobStatus.COMPLETED)
             )
-            service.cancel(db, f"a-{n}", huge.id, settings=settings)
+            service.cancel(db, f"a-{n}", huge.id, caller=ANONYMOUS, settings=settings)
             wait_for(stopped, timeout=120, what="the huge job's parts to stop")
     finally:
         cluster.stop()

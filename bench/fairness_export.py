@@ -30,7 +30,7 @@ from bench.export_seed import seed
 from bench.fairness import run_with_services
 from core.exportspec import ExportSpec
 from core.fhirdates import format_instant
-from core.jobs import JobStatus
+from core.jobs import ANONYMOUS, JobStatus
 from core.settings import Settings
 from orchestrator import service
 from storage import Database
@@ -47,6 +47,7 @@ def kick_off(db: Database, settings: Settings, partition: str) -> str:
         partition,
         "export",
         {"spec": ExportSpec().to_json(), "transaction_time": format_instant(now)},
+        caller=ANONYMOUS,
         settings=settings,
         transaction_time=now,
     )

@@ -33,7 +33,7 @@ import psycopg
 from bench.bulkwrite import bare_copy
 from bench.common import bench_database, machine, ratio, record, table
 from core.importspec import parse_import
-from core.jobs import JobStatus
+from core.jobs import ANONYMOUS, MACHINERY, JobStatus
 from core.synthetic import Population, organization, patient_resources, practitioner
 from orchestrator import service
 from orchestrator.import_ import prepare_import
@@ -167,7 +167,13 @@ def run_import(
     definition = prepare_import(db, settings, store, partition, parse_import(body))
     started = time.perf_counter()
     job = service.submit(
-        db, partition, "import", definition, settings=settings, transaction_time=datetime.now(UTC)
+        db,
+        partition,
+        "import",
+        definition,
+        caller=ANONYMOUS,
+        settings=settings,
+        transaction_time=datetime.now(UTC),
     )
     done = wait_for_status(
         db, partition, job.id, {JobStatus.COMPLETED, JobStatus.FAILED}, timeout=7200, cluster=cluster
@@ -217,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"trusted import: {rows / import_seconds:,.0f}/s", flush=True)
             queue = JobQueue(app)
-            follow_up = next(j for j in queue.list_groups("bench-trusted", kind="reindex", limit=10))
+            follow_up = next(
+                j for j in queue.list_groups("bench-trusted", MACHINERY, kind="reindex", limit=10)
+            )
             done = wait_for_status(
                 app, "bench-trusted", follow_up.id, {JobStatus.COMPLETED}, timeout=7200, cluster=cluster
             )

@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 
 from bench.common import Latencies, bench_database, machine, ms, ratio, record, table
-from core.jobs import JobStatus
+from core.jobs import ANONYMOUS, MACHINERY, JobStatus
 from orchestrator import service
 from storage import Database
 from storage.jobs import JobQueue
@@ -47,7 +47,12 @@ def _redis_url() -> tuple[str, object | None]:
 def _run_job(cluster: JobCluster, db: Database, partition: str, parts: int) -> float:
     started = time.perf_counter()
     job = service.submit(
-        db, partition, "jobtest", {"parts": parts, "write": False}, settings=cluster.settings
+        db,
+        partition,
+        "jobtest",
+        {"parts": parts, "write": False},
+        caller=ANONYMOUS,
+        settings=cluster.settings,
     )
     wait_for_status(db, partition, job.id, {JobStatus.COMPLETED}, timeout=600, cluster=cluster)
     return time.perf_counter() - started
@@ -94,7 +99,7 @@ def measure(app_url: str, redis_url: str, parts: int, threads: int, latency_runs
         machinery = _run_job(cluster, db, "bench", parts)
         samples = [_run_job(cluster, db, "bench-latency", 1) for _ in range(latency_runs)]
         latency = Latencies(samples, sum(samples))
-        assert len(JobQueue(db).list_groups("bench")) == 1
+        assert len(JobQueue(db).list_groups("bench", MACHINERY)) == 1
     finally:
         cluster.stop()
         db.dispose()

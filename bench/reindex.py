@@ -24,6 +24,7 @@ import orjson
 from bench.common import bench_database, machine, ratio, record, table
 from bench.import_ import cluster_env, job_seconds, resources
 from core.fhirdates import format_instant
+from core.jobs import ANONYMOUS
 from orchestrator import service
 from storage import Database, stamp_new, write_new_resources
 from tests.support.jobprocs import JobCluster
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 partition,
                 "reindex",
                 {"types": None, "transaction_time": format_instant(datetime.now(UTC))},
+                caller=ANONYMOUS,
                 settings=cluster.settings,
             )
             seconds = job_seconds(app, partition, job.id, cluster)

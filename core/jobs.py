@@ -43,6 +43,25 @@ BACKGROUND_PRIORITY = -1
 
 
 @dataclass(frozen=True)
+class JobCaller:
+    """On whose behalf a job is submitted or looked up.
+
+    ``client_id`` is recorded on the group jobs the caller submits (None when authentication is off: every
+    caller is then the same anonymous client). A lookup finds only jobs recorded with the caller's own client
+    id, unless ``every_client`` is set: an administrator (a token for every partition), or the job machinery.
+    """
+
+    client_id: str | None
+    every_client: bool = False
+
+
+#: The caller when authentication is off: one anonymous client, owner of every job submitted then.
+ANONYMOUS = JobCaller(None)
+#: The job machinery itself (planners following up on a job): sees every client's jobs of a partition.
+MACHINERY = JobCaller(None, every_client=True)
+
+
+@dataclass(frozen=True)
 class JobInfo:
     """One row of the job table: a group job or one of its processing jobs."""
 
@@ -69,6 +88,7 @@ class JobInfo:
     ordinal: int = 0
     worker: str | None = None
     heartbeat_at: datetime | None = None
+    client_id: str | None = None
 
     @property
     def is_group(self) -> bool:

@@ -85,6 +85,11 @@ class Settings:
     migration_database_url: str | None = None
     database_app_role: str = "bulkhead_app"
     database_app_password: str | None = None
+    # The administrative connection (cross-partition work after an administrator check, the job machinery's
+    # scans): its own role; by default BULKHEAD_DATABASE_URL with that role and password.
+    database_admin_url: str | None = None
+    database_admin_role: str = "bulkhead_admin"
+    database_admin_password: str | None = None
     audit_enabled: bool = True
     rate_limit_per_second: float = 0.0
     rate_limit_burst: int = 0

@@ -12,6 +12,7 @@ import logging
 from typing import Any, Protocol
 
 from core.fhirtypes import resource_types
+from core.jobs import JobInfo
 from core.settings import Settings
 from orchestrator.registry import register_planner
 from storage import Database
@@ -124,10 +125,10 @@ def check_search(database: Database, partition: str, types: list[str], query: li
         check_query(uow, types or sorted(resource_types()), query)
 
 
-def committed_counts(database: Database, partition: str, group_id: str) -> dict[str, int]:
-    """Return what a bulk edit has changed so far (for a cancel: committed changes stay)."""
-    with database.unit_of_work(partition) as uow:
-        return ledger_counts(uow, group_id)
+def committed_counts(database: Database, job: JobInfo) -> dict[str, int]:
+    """Return what bulk edit ``job`` (as a caller's lookup or cancel returned it) has changed so far."""
+    with database.unit_of_work(job.partition) as uow:
+        return ledger_counts(uow, job.group_id)
 
 
 register_planner(UPDATE, plan_bulk_edit, finish_bulk_edit)

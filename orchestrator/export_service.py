@@ -2,8 +2,8 @@
 
 The generic machinery (``orchestrator/service.py``: job table, orchestrator, workers) is shared by every bulk
 operation; this module only adapts its answers to what the ``$export`` endpoints need. Every call passes the
-partition (a job of another partition is NotFound) and the application's settings (so that messages go to
-the broker and queue namespace the API is configured with).
+partition and the caller (a job of another partition, or of another client, is NotFound) and the
+application's settings (so that messages go to the broker and queue namespace the API is configured with).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from core.jobs import ACTIVE_STATUSES
+from core.jobs import ACTIVE_STATUSES, JobCaller
 from core.settings import Settings
 from orchestrator import service
 from storage import Database
@@ -52,6 +52,7 @@ def submit(
     kind: str,
     definition: dict[str, Any],
     *,
+    caller: JobCaller,
     settings: Settings,
     request_url: str,
     transaction_time: datetime,
@@ -63,6 +64,7 @@ def submit(
         partition,
         kind,
         definition,
+        caller=caller,
         settings=settings,
         request_url=request_url,
         transaction_time=transaction_time,
@@ -71,9 +73,9 @@ def submit(
     return job.id
 
 
-def status(db: Database, partition: str, job_id: str, *, kind: str) -> ExportStatus:
-    """Return the state of an export of ``partition``; NotFound for any other job id."""
-    view = service.status(db, partition, job_id, kind=kind)
+def status(db: Database, partition: str, job_id: str, *, caller: JobCaller, kind: str) -> ExportStatus:
+    """Return the state of ``caller``'s export of ``partition``; NotFound for any other job id."""
+    view = service.status(db, partition, job_id, caller=caller, kind=kind)
     return ExportStatus(
         job_id=job_id,
         state=str(view.state),
@@ -87,14 +89,18 @@ def status(db: Database, partition: str, job_id: str, *, kind: str) -> ExportSta
     )
 
 
-def cancel(db: Database, partition: str, job_id: str, *, kind: str, settings: Settings) -> None:
-    """Cancel a running export of ``partition`` or release a finished one (its files may go)."""
-    service.cancel(db, partition, job_id, kind=kind, settings=settings)
+def cancel(
+    db: Database, partition: str, job_id: str, *, caller: JobCaller, kind: str, settings: Settings
+) -> None:
+    """Cancel ``caller``'s running export of ``partition`` or release a finished one (its files may go)."""
+    service.cancel(db, partition, job_id, caller=caller, kind=kind, settings=settings)
 
 
-def list_jobs(db: Database, partition: str, *, kind: str | None, status: str | None) -> list[JobSummary]:
-    """List the jobs of ``partition``."""
-    jobs = service.list_jobs(db, partition, kind=kind, status=status)
+def list_jobs(
+    db: Database, partition: str, *, caller: JobCaller, kind: str | None, status: str | None
+) -> list[JobSummary]:
+    """List the jobs of ``partition`` that ``caller`` may see."""
+    jobs = service.list_jobs(db, partition, caller=caller, kind=kind, status=status)
     return [
         JobSummary(
             id=j.id,

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from core.errors import InvalidRequest
 from core.fhirdates import format_instant
 from core.importspec import NONE, ImportSpec
-from core.jobs import PermanentJobError
+from core.jobs import MACHINERY, JobCaller, PermanentJobError
 from core.ndjson_ranges import is_gzip, plan_ranges
 from core.settings import Settings
 from orchestrator.registry import register_planner
@@ -131,7 +131,7 @@ def _follow_up(ctx: PlanContext, job: Any, first: int) -> str:
     """Start (once) the reindex of what a trusted import stored; return its job id."""
     from orchestrator import service
 
-    for other in service.list_jobs(ctx.database, ctx.partition, kind=REINDEX):
+    for other in service.list_jobs(ctx.database, ctx.partition, caller=MACHINERY, kind=REINDEX):
         if other.definition.get("after_import") == str(job.id):
             return other.id
     started = service.submit(
@@ -144,6 +144,8 @@ def _follow_up(ctx: PlanContext, job: Any, first: int) -> str:
             "after_import": str(job.id),
             "transaction_time": format_instant(datetime.now(UTC)),
         },
+        # The import's client polls the reindex from the import's result: it owns the follow-up too.
+        caller=JobCaller(getattr(job, "client_id", None)),
         settings=ctx.settings,
         request_url=getattr(job, "request_url", None),
     )

@@ -1,7 +1,9 @@
-"""Service functions the API calls for every bulk operation: submit, cancel, status, list and purge.
+"""Service functions the API calls for every bulk operation: submit, cancel, status and list.
 
-Every function takes the partition and filters by it: a job of another partition is NotFound, exactly like
-an id that never existed. Status is derived from the group's rows when asked.
+Every function takes the partition and the caller (``JobCaller``) and filters by both: a job of another
+partition, or one another client submitted, is NotFound, exactly like an id that never existed (same answer,
+same single lookup). Only an administrator's caller sees every client's jobs. Status is derived from the
+group's rows when asked.
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from core.errors import NotFound, ServiceUnavailable, TooManyRequests
-from core.jobs import TERMINAL_STATUSES, JobInfo, JobStatus, JobStatusView
+from core.jobs import TERMINAL_STATUSES, JobCaller, JobInfo, JobStatus, JobStatusView
 from core.settings import Settings
 from storage import Database
 from storage.jobs import JobQueue
-from storage.objectstore import ObjectStore
 from workers.broker import MessageSender, outbox_for
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def submit(
     kind: str,
     definition: dict[str, Any],
     *,
+    caller: JobCaller,
     settings: Settings | None = None,
     request_url: str | None = None,
     transaction_time: datetime | None = None,
@@ -47,7 +49,8 @@ def submit(
     priority: int = 0,
     sender: MessageSender | None = None,
 ) -> JobInfo:
-    """Store a group job of ``kind`` in ``partition``, commit, then send one ``orchestrate`` message.
+    """Store a group job of ``kind`` in ``partition`` owned by ``caller``'s client, commit, then send one
+    ``orchestrate`` message.
 
     Raises TooManyRequests (with ``retry_after``) when ``max_concurrent`` jobs of this kind are already
     active in the partition. If the broker is unreachable the job stays queued and the sweeper sends the
@@ -64,6 +67,7 @@ def submit(
         transaction_time=transaction_time,
         priority=priority,
         max_active=max_concurrent,
+        client_id=caller.client_id,
     )
     if job is None:
         raise TooManyRequests(
@@ -83,16 +87,18 @@ def submit(
     return job
 
 
-def _group(db: Database, partition: str, job_id: str, kind: str | None) -> JobInfo:
-    job = JobQueue(db).get(partition, job_id)
-    if job is None or not job.is_group or job.cancel_requested or (kind is not None and job.kind != kind):
+def _group(db: Database, partition: str, job_id: str, caller: JobCaller, kind: str | None) -> JobInfo:
+    job = JobQueue(db).find_group(partition, job_id, caller)
+    if job is None or job.cancel_requested or (kind is not None and job.kind != kind):
         raise NotFound(f"No {kind or 'bulk'} job {job_id} in this partition")
     return job
 
 
-def status(db: Database, partition: str, job_id: str, *, kind: str | None = None) -> JobStatusView:
-    """Return what the client may know of group job ``job_id`` of ``partition`` (NotFound otherwise)."""
-    job = _group(db, partition, job_id, kind)
+def status(
+    db: Database, partition: str, job_id: str, *, caller: JobCaller, kind: str | None = None
+) -> JobStatusView:
+    """Return what ``caller`` may know of group job ``job_id`` of ``partition`` (NotFound otherwise)."""
+    job = _group(db, partition, job_id, caller, kind)
     summary = JobQueue(db).summary(partition, job_id)
     return JobStatusView(
         id=job.id,
@@ -118,17 +124,18 @@ def cancel(
     partition: str,
     job_id: str,
     *,
+    caller: JobCaller,
     kind: str | None = None,
     settings: Settings | None = None,
     sender: MessageSender | None = None,
 ) -> JobInfo:
-    """Cancel group job ``job_id`` of ``partition``; every later status or cancel is NotFound.
+    """Cancel ``caller``'s group job ``job_id`` of ``partition``; every later status or cancel is NotFound.
 
     Queued work is cancelled at once and running work stops at its next heartbeat; a finished job is
     released (it expires now, and its files go with it). Returns the group as it is afterwards.
     """
-    _group(db, partition, job_id, kind)
-    job = JobQueue(db).request_cancel(partition, job_id)
+    _group(db, partition, job_id, caller, kind)
+    job = JobQueue(db).request_cancel(partition, job_id, caller)
     if job is None:
         raise NotFound(f"No {kind or 'bulk'} job {job_id} in this partition")
     log.info("job %s cancel requested", job_id, extra={"partition": partition, "job_id": job_id})
@@ -146,17 +153,15 @@ def cancel(
 
 
 def list_jobs(
-    db: Database, partition: str, *, kind: str | None = None, status: str | None = None, limit: int = 100
+    db: Database,
+    partition: str,
+    *,
+    caller: JobCaller,
+    kind: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
 ) -> list[JobInfo]:
-    """List the group jobs of ``partition``, newest first (cancelled ones included)."""
+    """List the group jobs of ``partition`` that ``caller`` may see, newest first (cancelled ones too)."""
     if status is not None and status not in {s.value for s in JobStatus}:
         return []
-    return JobQueue(db).list_groups(partition, kind=kind, status=status, limit=limit)
-
-
-def purge(db: Database, store: ObjectStore, partition: str, job_id: str) -> int:
-    """Delete a group job's objects and rows for good; return how many objects went."""
-    removed = store.delete_prefix(store.job_prefix(partition, job_id))
-    JobQueue(db).delete_group(partition, job_id)
-    log.info("job %s purged (%s objects)", job_id, removed, extra={"partition": partition, "job_id": job_id})
-    return removed
+    return JobQueue(db).list_groups(partition, caller, kind=kind, status=status, limit=limit)

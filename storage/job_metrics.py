@@ -1,5 +1,6 @@
 """Job gauges for ``/metrics``, read from the job table at scrape time (jobs by kind, status and partition,
-queue depth and the age of the oldest queued job: the stalled-queue signal)."""
+queue depth and the age of the oldest queued job: the stalled-queue signal). They count every partition's
+jobs, so they are read on the administrative connection."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class JobSummary:
 
 
 def _columns(database: Database) -> set[str]:
-    with database.engine.connect() as conn:
+    with database.admin_engine.connect() as conn:
         rows = conn.execute(
             text(
                 "SELECT column_name FROM information_schema.columns "
@@ -40,7 +41,7 @@ def job_summary(database: Database) -> JobSummary | None:
     created = next((c for c in ("created_at", "created", "enqueued_at") if c in cols), None)
     if partition is None or "kind" not in cols or "status" not in cols:
         return None
-    with database.engine.connect() as conn:
+    with database.admin_engine.connect() as conn:
         counts = conn.execute(
             text(f'SELECT kind, status, "{partition}", count(*) FROM job GROUP BY 1, 2, 3')
         ).all()

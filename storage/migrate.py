@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -39,11 +40,17 @@ def collapse_old_heads(conn: Connection, script: ScriptDirectory) -> None:
             conn.execute(text("DELETE FROM alembic_version WHERE version_num = :v"), {"v": rev})
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the database schema to the newest revision."""
+def upgrade(engine: Engine, *, then: Callable[[Connection], None] | None = None) -> None:
+    """Bring the database schema to the newest revision; run ``then`` in the same transaction.
+
+    ``then`` (the row-level security set-up) commits with the migrations or not at all: a migration that
+    replaces policies never leaves the schema committed without them.
+    """
     cfg = alembic_config()
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
         collapse_old_heads(conn, ScriptDirectory.from_config(cfg))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+        if then is not None:
+            then(conn)

@@ -29,11 +29,13 @@ class JobStoreBase:
 
     @contextmanager
     def _session(self, partition: str | None) -> Iterator[Session]:
-        """Yield a session in one transaction, scoped to ``partition`` (None: the machinery's own,
-        cross-partition work). Commits when the block ends without an error."""
+        """Yield a session in one transaction, scoped to ``partition``; commits when the block ends without an
+        error. None: the machinery's own cross-partition work (release window, sweeper scans), which runs on
+        the administrative connection (``Database.admin_session``), the only one that sees every partition."""
+        if partition is None:
+            with self.database.admin_session() as session:
+                yield session
+            return
         with Session(self.database.engine, expire_on_commit=False) as session, session.begin():
-            if partition is None:
-                session.execute(text("SELECT set_config('bulkhead.admin', 'on', true)"))
-            else:
-                session.execute(text("SELECT set_config('bulkhead.partition', :p, true)"), {"p": partition})
+            session.execute(text("SELECT set_config('bulkhead.partition', :p, true)"), {"p": partition})
             yield session

@@ -14,7 +14,7 @@ from storage.models import Base
 
 
 class JobRow(Base):
-    """One group (orchestrator) job or processing job; see migration 0003 for its indexes."""
+    """One group (orchestrator) job or processing job; see migrations 0003 and 0006 for its indexes."""
 
     __tablename__ = "job"
 
@@ -43,6 +43,7 @@ class JobRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    client_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
 
 
 def to_info(row: Any) -> JobInfo:
@@ -71,4 +72,5 @@ def to_info(row: Any) -> JobInfo:
         ordinal=row.ordinal,
         worker=row.worker,
         heartbeat_at=row.heartbeat_at,
+        client_id=row.client_id,
     )

@@ -1,6 +1,9 @@
 """Job operations on behalf of clients (create, read, list, cancel) and of workers (claim, heartbeat, finish).
 
-Every operation names the partition and filters by it: a job of another partition is simply not found.
+Every operation names the partition and filters by it: a job of another partition is simply not found. Every
+lookup on behalf of a client also takes a ``JobCaller`` and filters by the client that submitted the job, in
+the same statement: another client's job is not found either (one query whatever the answer, so a
+mismatch looks and takes exactly like an id that never existed).
 Worker operations are fenced by the job's version: claiming bumps it, and a worker may only heartbeat,
 complete, fail or requeue the job under the version its claim returned.
 """
@@ -10,10 +13,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, true, update
 from sqlalchemy.orm import Session
 
-from core.jobs import JobFenced, JobInfo, JobStatus, definition_hash, new_job_id
+from core.jobs import JobCaller, JobFenced, JobInfo, JobStatus, definition_hash, new_job_id
 from storage.jobs.base import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, TERMINAL, JobStoreBase
 from storage.jobs.models import JobRow, to_info
 
@@ -24,6 +27,15 @@ _PART = JobRow.id != JobRow.group_id
 def seconds(value: float) -> Any:
     """Return an SQL interval of ``value`` seconds."""
     return func.make_interval(0, 0, 0, 0, 0, 0, max(0.0, float(value)))
+
+
+def owned_by(caller: JobCaller) -> ColumnElement[bool]:
+    """Return the condition that a job was submitted by ``caller`` (always true when it sees every client)."""
+    if caller.every_client:
+        return true()
+    if caller.client_id is None:
+        return JobRow.client_id.is_(None)
+    return JobRow.client_id == caller.client_id
 
 
 def _lock_key(*parts: str) -> Any:
@@ -47,8 +59,12 @@ class JobQueueOps(JobStoreBase):
         transaction_time: datetime | None = None,
         priority: int = 0,
         max_active: int | None = None,
+        client_id: str | None = None,
     ) -> JobInfo | None:
-        """Store a queued group job; return None when ``max_active`` group jobs of ``kind`` already run."""
+        """Store a queued group job submitted by ``client_id``; None when ``max_active`` of ``kind`` run.
+
+        The limit counts every client's active jobs of the partition.
+        """
         job_id = new_job_id()
         with self._session(partition) as s:
             if max_active is not None:
@@ -79,22 +95,41 @@ class JobQueueOps(JobStoreBase):
                     request_url=request_url,
                     transaction_time=transaction_time,
                     released_at=func.now(),
+                    client_id=client_id,
                 )
                 .returning(JobRow)
             ).one()
             return to_info(row)
 
     def get(self, partition: str, job_id: str) -> JobInfo | None:
-        """Return the job ``job_id`` of ``partition`` (None for an unknown id or another partition's job)."""
+        """Return the job ``job_id`` of ``partition`` for the machinery (None for an unknown id or another
+        partition's job); lookups on behalf of a client use ``find_group``."""
         with self._session(partition) as s:
             row = s.scalars(select(JobRow).where(JobRow.id == job_id, JobRow.partition == partition)).first()
             return to_info(row) if row is not None else None
 
+    def find_group(self, partition: str, group_id: str, caller: JobCaller) -> JobInfo | None:
+        """Return group job ``group_id`` of ``partition`` if ``caller`` may see it, else None (one query)."""
+        with self._session(partition) as s:
+            row = s.scalars(
+                select(JobRow).where(
+                    JobRow.id == group_id, JobRow.partition == partition, _GROUP, owned_by(caller)
+                )
+            ).first()
+            return to_info(row) if row is not None else None
+
     def list_groups(
-        self, partition: str, *, kind: str | None = None, status: str | None = None, limit: int = 100
+        self,
+        partition: str,
+        caller: JobCaller,
+        *,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
     ) -> list[JobInfo]:
-        """Return the partition's group jobs, newest first, optionally of one kind and status."""
-        query = select(JobRow).where(JobRow.partition == partition, _GROUP)
+        """Return the partition's group jobs ``caller`` may see, newest first, optionally of one kind and
+        status."""
+        query = select(JobRow).where(JobRow.partition == partition, _GROUP, owned_by(caller))
         if kind is not None:
             query = query.where(JobRow.kind == kind)
         if status is not None:
@@ -113,16 +148,17 @@ class JobQueueOps(JobStoreBase):
         with self._session(partition) as s:
             return [to_info(row) for row in s.scalars(query)]
 
-    def request_cancel(self, partition: str, group_id: str) -> JobInfo | None:
+    def request_cancel(self, partition: str, group_id: str, caller: JobCaller) -> JobInfo | None:
         """Ask a group job to stop: queued work is cancelled at once, running work at its next heartbeat.
 
         A finished group is marked cancelled and made to expire now (its files may go). Returns the group as
-        it is afterwards, or None when the partition has no such group or it was cancelled before.
+        it is afterwards, or None when the partition has no such group of ``caller`` or it was cancelled
+        before.
         """
         with self._session(partition) as s:
             row = s.scalars(
                 select(JobRow)
-                .where(JobRow.id == group_id, JobRow.partition == partition, _GROUP)
+                .where(JobRow.id == group_id, JobRow.partition == partition, _GROUP, owned_by(caller))
                 .with_for_update()
             ).first()
             if row is None or row.cancel_requested:

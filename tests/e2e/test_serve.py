@@ -63,8 +63,12 @@ def test_serve_runs_everything_embedded_keeps_data_across_a_restart_and_leaves_n
             timeout=10,
         )
         assert put.status_code == 201, put.text
-        # And its Redis and S3 hold what is written to them
+        # And its processes hold the administrative connection, which lists every partition
         runtime = serve.runtime()
+        assert "bulkhead_admin" in runtime["BULKHEAD_DATABASE_ADMIN_URL"]
+        listed = requests.get(f"{serve.base_url}/partitions", timeout=10)
+        assert listed.status_code == 200 and partition in listed.text, listed.text
+        # And its Redis and S3 hold what is written to them
         assert runtime["BULKHEAD_REDIS_URL"].startswith("redis://127.0.0.1:")
         redis.Redis.from_url(runtime["BULKHEAD_REDIS_URL"]).set(f"{partition}:kept", b"yes")
         store = _store(runtime)

@@ -21,7 +21,7 @@ import pytest
 
 from core.exportspec import ExportSpec
 from core.fhirdates import format_instant
-from core.jobs import JobInfo, JobStatus
+from core.jobs import ANONYMOUS, JobInfo, JobStatus
 from orchestrator import service
 from storage import Database
 from storage.bulkwrite import stamp_new, write_new_resources
@@ -119,7 +119,9 @@ def test_a_worker_killed_mid_export_leaves_each_resource_exported_once_and_none_
     seed(export_db, other_partition, "theirs")
     # And an export of the first partition running on the worker
     definition = {"spec": ExportSpec().to_json(), "transaction_time": format_instant(datetime.now(UTC))}
-    job = service.submit(export_db, partition, "export", definition, settings=export_cluster.settings)
+    job = service.submit(
+        export_db, partition, "export", definition, caller=ANONYMOUS, settings=export_cluster.settings
+    )
     queue = JobQueue(export_db)
 
     def midway() -> list[JobInfo]:
@@ -145,7 +147,7 @@ def test_a_worker_killed_mid_export_leaves_each_resource_exported_once_and_none_
     export_cluster.worker()
     # Then the export completes
     wait_for_status(export_db, partition, job.id, ENDED, timeout=120, cluster=export_cluster)
-    view = service.status(export_db, partition, job.id)
+    view = service.status(export_db, partition, job.id, caller=ANONYMOUS)
     assert view.state == JobStatus.COMPLETED, export_cluster.logs()
     assert view.result is not None
     # And every resource of the partition is in the output exactly once, with nothing of the other partition

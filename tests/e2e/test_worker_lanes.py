@@ -7,7 +7,7 @@ value. The background threshold is lowered to 10 resources.
 
 from __future__ import annotations
 
-from core.jobs import JobStatus
+from core.jobs import ANONYMOUS, JobStatus
 from orchestrator import service
 from storage import Database
 from storage.jobs import JobQueue
@@ -28,15 +28,20 @@ def test_a_large_job_runs_only_in_the_background_pool_and_a_small_one_only_in_th
         settings = jobs.settings
         # Given a job planned at 20 resources in one partition and one of 4 in another
         large = service.submit(
-            database, partition, jobops.KIND, {"parts": 4, "lines": 5}, settings=settings
+            database, partition, jobops.KIND, {"parts": 4, "lines": 5}, caller=ANONYMOUS, settings=settings
         ).id
         small = service.submit(
-            database, other_partition, jobops.KIND, {"parts": 2, "lines": 2}, settings=settings
+            database,
+            other_partition,
+            jobops.KIND,
+            {"parts": 2, "lines": 2},
+            caller=ANONYMOUS,
+            settings=settings,
         ).id
         # When both run to their end
         for p, job_id in ((partition, large), (other_partition, small)):
             wait_for_status(database, p, job_id, ENDED, timeout=90, cluster=jobs)
-            assert service.status(database, p, job_id).state == JobStatus.COMPLETED
+            assert service.status(database, p, job_id, caller=ANONYMOUS).state == JobStatus.COMPLETED
         queue = JobQueue(database)
         large_runs = [p.result or {} for p in queue.parts(partition, large)]
         small_runs = [p.result or {} for p in queue.parts(other_partition, small)]
@@ -60,7 +65,9 @@ def test_a_pool_stopped_while_background_work_runs_puts_it_back_and_the_next_poo
         first = jobs.worker("--lane", "background")
         # Given a job in the background lane whose two parts are running (five seconds of work each)
         definition = {"parts": 2, "lines": 3, "steps": 100, "step_seconds": 0.05}
-        job_id = service.submit(database, partition, jobops.KIND, definition, settings=jobs.settings).id
+        job_id = service.submit(
+            database, partition, jobops.KIND, definition, caller=ANONYMOUS, settings=jobs.settings
+        ).id
         queue = JobQueue(database)
 
         def both_running() -> bool:
@@ -76,7 +83,7 @@ def test_a_pool_stopped_while_background_work_runs_puts_it_back_and_the_next_poo
         second = jobs.worker("--lane", "background")
         wait_for_status(database, partition, job_id, ENDED, timeout=90, cluster=jobs)
         # Then the job completes, every part run to its end by the second pool, its attempt not counted twice
-        assert service.status(database, partition, job_id).state == JobStatus.COMPLETED
+        assert service.status(database, partition, job_id, caller=ANONYMOUS).state == JobStatus.COMPLETED
         parts = queue.parts(partition, job_id)
         assert second.popen is not None
         assert {(p.result or {}).get("ppid") for p in parts} == {second.popen.pid}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import NotFound
-from core.jobs import JobInfo, JobStatus
+from core.jobs import ANONYMOUS, JobInfo, JobStatus
 from orchestrator import service
 from storage import Database
 from storage.embedded import EmbeddedRedis, free_port
@@ -93,7 +93,9 @@ def cluster(
 
 def submit(cluster: JobCluster, db: Database, partition: str, **definition: object) -> str:
     """Submit a jobtest job as the API would; return its id."""
-    return service.submit(db, partition, KIND, dict(definition), settings=cluster.settings).id
+    return service.submit(
+        db, partition, KIND, dict(definition), caller=ANONYMOUS, settings=cluster.settings
+    ).id
 
 
 def objects(store: S3ObjectStore, partition: str, job_id: str) -> dict[str, bytes]:
@@ -125,7 +127,7 @@ def test_a_job_runs_to_completion_on_real_worker_processes_and_logs_name_its_par
     job_id = submit(cluster, cluster_db, partition, parts=5, lines=4, steps=2, step_seconds=0.1)
     # Then it completes, every part written once, and the status says so
     wait_for_status(cluster_db, partition, job_id, ENDED, timeout=60, cluster=cluster)
-    view = service.status(cluster_db, partition, job_id)
+    view = service.status(cluster_db, partition, job_id, caller=ANONYMOUS)
     assert view.state == JobStatus.COMPLETED, cluster.logs()
     assert view.result is not None and view.result["count"] == 20
     assert (view.parts, view.parts_done) == (5, 5)
@@ -184,7 +186,7 @@ def test_a_worker_killed_with_sigkill_mid_job_is_taken_over_and_every_part_is_wr
     cluster.worker()
     # Then the sweeper hands the killed parts to it and the job completes, every part written exactly once
     wait_for_status(cluster_db, partition, job_id, ENDED, timeout=90, cluster=cluster)
-    view = service.status(cluster_db, partition, job_id)
+    view = service.status(cluster_db, partition, job_id, caller=ANONYMOUS)
     assert view.state == JobStatus.COMPLETED, cluster.logs()
     assert view.result is not None and view.result["count"] == 30
     parts = queue.parts(partition, job_id)
@@ -210,11 +212,11 @@ def test_parts_of_a_small_job_are_released_before_a_huge_job_of_another_partitio
     wait_for_status(cluster_db, other_partition, small, ENDED, timeout=60, cluster=cluster)
     # Then the small job finished while most of the huge one was still waiting
     huge_parts = queue.parts(partition, huge)
-    assert service.status(cluster_db, other_partition, small).state == JobStatus.COMPLETED
+    assert service.status(cluster_db, other_partition, small, caller=ANONYMOUS).state == JobStatus.COMPLETED
     assert sum(1 for p in huge_parts if p.status == JobStatus.COMPLETED) <= 8
     # And the huge job never had more than its window in flight, and still completes
     wait_for_status(cluster_db, partition, huge, ENDED, timeout=90, cluster=cluster)
-    assert service.status(cluster_db, partition, huge).state == JobStatus.COMPLETED
+    assert service.status(cluster_db, partition, huge, caller=ANONYMOUS).state == JobStatus.COMPLETED
     small_started = max(p.started_at for p in queue.parts(other_partition, small) if p.started_at)
     later = [p for p in queue.parts(partition, huge) if p.started_at and p.started_at > small_started]
     assert len(later) >= 8
@@ -228,7 +230,7 @@ def test_a_job_whose_parts_keep_failing_fails_at_the_attempt_cap_with_an_operati
     # When the workers have tried
     wait_for_status(cluster_db, partition, job_id, ENDED, timeout=60, cluster=cluster)
     # Then the job failed, and its OperationOutcome says why
-    view = service.status(cluster_db, partition, job_id)
+    view = service.status(cluster_db, partition, job_id, caller=ANONYMOUS)
     assert view.state == JobStatus.FAILED and view.http_status == 500
     assert view.error is not None
     text = " ".join(issue["diagnostics"] for issue in view.error["issue"])
@@ -247,7 +249,7 @@ def test_cancel_while_planning_while_running_and_after_completion(
     planning = submit(cluster, cluster_db, partition, parts=3, plan_seconds=30)
     wait_for_status(cluster_db, partition, planning, {JobStatus.PLANNING}, timeout=30, cluster=cluster)
     # When it is cancelled, Then it ends cancelled without a plan, long before planning would have ended
-    service.cancel(cluster_db, partition, planning, settings=settings)
+    service.cancel(cluster_db, partition, planning, caller=ANONYMOUS, settings=settings)
     wait_for_status(cluster_db, partition, planning, {JobStatus.CANCELLED}, timeout=10, cluster=cluster)
     assert queue.parts(partition, planning) == []
     # Given a job whose parts run long
@@ -259,7 +261,7 @@ def test_cancel_while_planning_while_running_and_after_completion(
     )
     # When it is cancelled, Then running parts stop at their next heartbeat and nothing of it is left
     started = time.monotonic()
-    service.cancel(cluster_db, partition, running, settings=settings)
+    service.cancel(cluster_db, partition, running, caller=ANONYMOUS, settings=settings)
     wait_for_status(cluster_db, partition, running, {JobStatus.CANCELLED}, timeout=10, cluster=cluster)
     assert time.monotonic() - started < 8
     assert {p.status for p in queue.parts(partition, running)} == {JobStatus.CANCELLED}
@@ -269,11 +271,11 @@ def test_cancel_while_planning_while_running_and_after_completion(
     wait_for_status(cluster_db, partition, done, ENDED, timeout=60, cluster=cluster)
     assert len(objects(store, partition, done)) == 2
     # When it is deleted, Then it is not found any more and its objects go
-    service.cancel(cluster_db, partition, done, settings=settings)
+    service.cancel(cluster_db, partition, done, caller=ANONYMOUS, settings=settings)
     wait_for(lambda: not objects(store, partition, done), timeout=20, what="the objects to go")
     for job_id in (planning, running, done):
         with pytest.raises(NotFound):
-            service.status(cluster_db, partition, job_id)
+            service.status(cluster_db, partition, job_id, caller=ANONYMOUS)
 
 
 def test_a_redis_restart_that_loses_every_message_mid_job_loses_no_work(
@@ -311,7 +313,7 @@ def test_a_redis_restart_that_loses_every_message_mid_job_loses_no_work(
         redis.start()
         # Then the job still completes, every part written exactly once
         wait_for_status(cluster_db, partition, job_id, ENDED, timeout=120, cluster=jobs)
-        view = service.status(cluster_db, partition, job_id)
+        view = service.status(cluster_db, partition, job_id, caller=ANONYMOUS)
         assert view.state == JobStatus.COMPLETED, jobs.logs()
         parts = queue.parts(partition, job_id)
         assert_written_once(parts, objects(store_of(s3_settings, jobs), partition, job_id), 2)

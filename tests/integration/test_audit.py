@@ -114,10 +114,19 @@ def test_every_job_state_change_is_recorded_whatever_code_made_it(
 
     job_id = secrets.token_hex(8)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        _job_row(conn, job_id, partition, "queued")
-        conn.execute("UPDATE job SET status = 'running', worker = 'w-1' WHERE id = %s", (job_id,))
-        conn.execute("UPDATE job SET heartbeat_at = now() WHERE id = %s", (job_id,))
-        conn.execute("UPDATE job SET status = 'completed' WHERE id = %s", (job_id,))
+        # Each in a transaction of the job's partition, as the job code runs (the job table is under RLS)
+        steps = [
+            lambda: _job_row(conn, job_id, partition, "queued"),
+            lambda: conn.execute(
+                "UPDATE job SET status = 'running', worker = 'w-1' WHERE id = %s", (job_id,)
+            ),
+            lambda: conn.execute("UPDATE job SET heartbeat_at = now() WHERE id = %s", (job_id,)),
+            lambda: conn.execute("UPDATE job SET status = 'completed' WHERE id = %s", (job_id,)),
+        ]
+        for step in steps:
+            with conn.transaction():
+                conn.execute("SELECT set_config('bulkhead.partition', %s, true)", (partition,))
+                step()
     # When an administrator reads the job's audit trail
     events = _events(secure_client, auth_keys, job=job_id)
     # Then each state change is there once, oldest last, with the partition and the worker

@@ -183,7 +183,9 @@ def test_a_cancelled_update_keeps_what_it_committed_and_the_ledger_says_how_many
     with pytest.raises(Cancelled):
         process_bulk_edit(ctx, job)
     # Then the first batch's 4 resources stay updated and the ledger counts exactly them
+    from core.jobs import JobInfo, JobStatus
     from orchestrator.bulk_edit import committed_counts
 
-    assert committed_counts(database, partition, group.id) == {"Patient": 4}
+    cancelled = JobInfo(group.id, group.id, "bulk-update", partition, {}, JobStatus.CANCELLED)
+    assert committed_counts(database, cancelled) == {"Patient": 4}
     assert sorted(v for v, _r in current(database, partition).values()) == [1] * 8 + [2] * 4

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from core.errors import Forbidden, InvalidRequest
 from core.importspec import parse_import
-from core.jobs import PermanentJobError
+from core.jobs import ANONYMOUS, PermanentJobError
 from core.settings import Settings
 from orchestrator import service
 from orchestrator.import_ import finish_import, plan_import, prepare_import
@@ -281,7 +281,9 @@ def test_a_trusted_import_defers_indexing_and_says_so(
     # Then the resources are stored without index rows, and a reindex of what it stored is queued
     assert result["output"][0]["count"] == 5
     assert result["indexing"]["deferred"] is True
-    follow_up = service.status(database, partition, result["indexing"]["reindexJob"], kind="reindex")
+    follow_up = service.status(
+        database, partition, result["indexing"]["reindexJob"], caller=ANONYMOUS, kind="reindex"
+    )
     assert follow_up.state == "queued" and [m.job_id for m in sender.sent] == [follow_up.id]
     with database.unit_of_work(partition) as uow:
         rows = uow.session.execute(text("SELECT count(*) FROM search_string")).scalar()

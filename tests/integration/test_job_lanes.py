@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from core.jobs import BACKGROUND_PRIORITY, JobStatus
+from core.jobs import ANONYMOUS, BACKGROUND_PRIORITY, JobStatus
 from core.settings import Settings
 from orchestrator import service
 from orchestrator.sweeper import sweep
@@ -34,8 +34,8 @@ def test_a_large_job_runs_in_the_background_lane_and_a_small_one_of_another_part
     # When every message is delivered
     drain(resources, sender)
     # Then both completed
-    assert service.status(database, partition, large).state == JobStatus.COMPLETED
-    assert service.status(database, other_partition, small).state == JobStatus.COMPLETED
+    assert service.status(database, partition, large, caller=ANONYMOUS).state == JobStatus.COMPLETED
+    assert service.status(database, other_partition, small, caller=ANONYMOUS).state == JobStatus.COMPLETED
     # And the large job's work was sent to the background lane, the small job's to the foreground
     lanes = {(m.partition, m.job_id): m.background for m in sender.sent if m.actor == "process"}
     large_parts = resources.queue.parts(partition, large)
@@ -70,7 +70,7 @@ def test_a_background_job_whose_message_was_lost_is_sent_again_to_the_background
     assert sorted(m.job_id for m in resent) == sorted(m.job_id for m in lost)
     assert all(m.background for m in resent)
     drain(resources, sender)
-    view = service.status(database, partition, large)
+    view = service.status(database, partition, large, caller=ANONYMOUS)
     assert view.state == JobStatus.COMPLETED
     assert view.ended_at is not None and view.expires_at is not None
     assert view.expires_at - view.ended_at == timedelta(hours=resources.settings.job_expiry_hours)

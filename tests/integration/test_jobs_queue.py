@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from core.errors import NotFound, TooManyRequests
-from core.jobs import JobFenced, JobStatus
+from core.jobs import ANONYMOUS, MACHINERY, JobCaller, JobFenced, JobStatus
 from core.settings import Settings
 from orchestrator import service
 from storage import Database
@@ -86,7 +86,7 @@ def test_a_heartbeat_records_progress_and_reports_a_cancel_request(queue: JobQue
     assert job is not None
     # When it heartbeats before and after the group is cancelled
     before = queue.heartbeat(partition, part.id, job.version, {"rows": 10})
-    queue.request_cancel(partition, group_id)
+    queue.request_cancel(partition, group_id, MACHINERY)
     after = queue.heartbeat(partition, part.id, job.version, {"rows": 20})
     # Then the first beat sees no cancel, the second does, and the progress is kept
     assert before is False and after is True
@@ -131,23 +131,25 @@ def test_a_job_of_one_partition_is_not_found_from_another(
 ) -> None:
     # Given a job submitted in the victim's partition
     sender = RecordingSender()
-    job = service.submit(database, partition, KIND, {"parts": 1}, settings=settings, sender=sender)
+    job = service.submit(
+        database, partition, KIND, {"parts": 1}, caller=ANONYMOUS, settings=settings, sender=sender
+    )
     queue = JobQueue(database)
     # When the attacker's partition asks for it by its id
     # Then status, cancel, the queue and the listing all behave as for an unknown id
     with pytest.raises(NotFound):
-        service.status(database, other_partition, job.id)
+        service.status(database, other_partition, job.id, caller=ANONYMOUS)
     with pytest.raises(NotFound):
-        service.cancel(database, other_partition, job.id, settings=settings, sender=sender)
+        service.cancel(database, other_partition, job.id, caller=ANONYMOUS, settings=settings, sender=sender)
     assert queue.get(other_partition, job.id) is None
-    assert queue.request_cancel(other_partition, job.id) is None
+    assert queue.request_cancel(other_partition, job.id, MACHINERY) is None
     assert queue.claim(other_partition, job.id, "w") is None
-    assert service.list_jobs(database, other_partition) == []
+    assert service.list_jobs(database, other_partition, caller=ANONYMOUS) == []
     # And the victim's job is untouched
-    mine = service.status(database, partition, job.id)
-    assert mine.state == JobStatus.QUEUED and [j.id for j in service.list_jobs(database, partition)] == [
-        job.id
-    ]
+    mine = service.status(database, partition, job.id, caller=ANONYMOUS)
+    assert mine.state == JobStatus.QUEUED and [
+        j.id for j in service.list_jobs(database, partition, caller=ANONYMOUS)
+    ] == [job.id]
 
 
 def test_submit_stores_the_job_then_sends_one_orchestrate_message(
@@ -157,7 +159,14 @@ def test_submit_stores_the_job_then_sends_one_orchestrate_message(
     sender = RecordingSender()
     # When a job is submitted
     job = service.submit(
-        database, partition, KIND, {"parts": 2}, settings=settings, sender=sender, request_url="http://x/$op"
+        database,
+        partition,
+        KIND,
+        {"parts": 2},
+        caller=ANONYMOUS,
+        settings=settings,
+        sender=sender,
+        request_url="http://x/$op",
     )
     # Then it is stored (queued, with its request) and exactly one orchestrate message names it
     stored = JobQueue(database).get(partition, job.id)
@@ -172,16 +181,41 @@ def test_submit_refuses_a_job_beyond_the_partitions_concurrency_limit(
     # Given two active jobs of a kind in a partition whose limit is two
     sender = RecordingSender()
     for _ in range(2):
-        service.submit(database, partition, KIND, {}, settings=settings, sender=sender, max_concurrent=2)
+        service.submit(
+            database,
+            partition,
+            KIND,
+            {},
+            caller=ANONYMOUS,
+            settings=settings,
+            sender=sender,
+            max_concurrent=2,
+        )
     # When a third is submitted there, and one in another partition
     with pytest.raises(TooManyRequests) as refused:
-        service.submit(database, partition, KIND, {}, settings=settings, sender=sender, max_concurrent=2)
+        service.submit(
+            database,
+            partition,
+            KIND,
+            {},
+            caller=ANONYMOUS,
+            settings=settings,
+            sender=sender,
+            max_concurrent=2,
+        )
     elsewhere = service.submit(
-        database, other_partition, KIND, {}, settings=settings, sender=sender, max_concurrent=2
+        database,
+        other_partition,
+        KIND,
+        {},
+        caller=ANONYMOUS,
+        settings=settings,
+        sender=sender,
+        max_concurrent=2,
     )
     # Then the third is refused with a Retry-After, and nothing was stored for it; the other partition runs
     assert refused.value.retry_after is not None and refused.value.retry_after > 0
-    assert len(service.list_jobs(database, partition)) == 2
+    assert len(service.list_jobs(database, partition, caller=ANONYMOUS)) == 2
     assert elsewhere.status == JobStatus.QUEUED
 
 
@@ -190,11 +224,15 @@ def test_a_cancelled_job_no_longer_counts_towards_the_limit(
 ) -> None:
     # Given a partition at its limit of one job
     sender = RecordingSender()
-    first = service.submit(database, partition, KIND, {}, settings=settings, sender=sender, max_concurrent=1)
+    first = service.submit(
+        database, partition, KIND, {}, caller=ANONYMOUS, settings=settings, sender=sender, max_concurrent=1
+    )
     # When that job is cancelled
-    service.cancel(database, partition, first.id, settings=settings, sender=sender)
+    service.cancel(database, partition, first.id, caller=ANONYMOUS, settings=settings, sender=sender)
     # Then a new one is accepted
-    second = service.submit(database, partition, KIND, {}, settings=settings, sender=sender, max_concurrent=1)
+    second = service.submit(
+        database, partition, KIND, {}, caller=ANONYMOUS, settings=settings, sender=sender, max_concurrent=1
+    )
     assert second.id != first.id
 
 
@@ -203,17 +241,19 @@ def test_cancel_of_a_queued_job_ends_it_at_once_and_later_requests_are_not_found
 ) -> None:
     # Given a job nobody has planned yet
     sender = RecordingSender()
-    job = service.submit(database, partition, KIND, {"parts": 3}, settings=settings, sender=sender)
+    job = service.submit(
+        database, partition, KIND, {"parts": 3}, caller=ANONYMOUS, settings=settings, sender=sender
+    )
     # When it is cancelled
-    service.cancel(database, partition, job.id, settings=settings, sender=sender)
+    service.cancel(database, partition, job.id, caller=ANONYMOUS, settings=settings, sender=sender)
     # Then it is cancelled at once, has no processing jobs, and every later status or cancel is 404
     stored = JobQueue(database).get(partition, job.id)
     assert stored is not None and stored.status == JobStatus.CANCELLED and stored.ended_at is not None
     assert JobQueue(database).parts(partition, job.id) == []
     with pytest.raises(NotFound):
-        service.status(database, partition, job.id)
+        service.status(database, partition, job.id, caller=ANONYMOUS)
     with pytest.raises(NotFound):
-        service.cancel(database, partition, job.id, settings=settings, sender=sender)
+        service.cancel(database, partition, job.id, caller=ANONYMOUS, settings=settings, sender=sender)
 
 
 def test_cancel_cancels_queued_work_at_once_and_flags_running_work(queue: JobQueue, partition: str) -> None:
@@ -222,7 +262,7 @@ def test_cancel_cancels_queued_work_at_once_and_flags_running_work(queue: JobQue
     running = queue.claim(partition, parts[0].id, "worker")
     assert running is not None
     # When the group is cancelled
-    queue.request_cancel(partition, group_id)
+    queue.request_cancel(partition, group_id, MACHINERY)
     # Then the queued jobs are cancelled, the running one is asked to stop, and none can be claimed
     after = {p.id: p for p in queue.parts(partition, group_id)}
     assert after[parts[0].id].status == JobStatus.RUNNING and after[parts[0].id].cancel_requested
@@ -241,10 +281,84 @@ def test_the_status_view_counts_parts_and_sums_their_progress(
     queue.complete(partition, a.id, a.version, {}, {"resources": 100})
     queue.heartbeat(partition, b.id, b.version, {"resources": 40, "part": "Patient"})
     # When the client asks for its status
-    view = service.status(database, partition, group_id)
+    view = service.status(database, partition, group_id, caller=ANONYMOUS)
     # Then the parts are counted and the numeric progress summed
     assert view.state == JobStatus.RUNNING
     assert (view.parts, view.parts_done) == (3, 1)
     assert view.progress == {"resources": 140}
     assert view.progress_text == "1 of 3 parts done, 140 resources"
     assert view.result is None and view.error is None
+
+
+def test_a_job_of_one_client_is_not_found_for_another_client_of_the_same_partition(
+    database: Database, settings: Settings, partition: str
+) -> None:
+    # Given a job client X submitted in a partition
+    sender = RecordingSender()
+    owner, other = JobCaller("client-x"), JobCaller("client-y")
+    job = service.submit(
+        database, partition, KIND, {"parts": 1}, caller=owner, settings=settings, sender=sender
+    )
+    queue = JobQueue(database)
+    # When client Y of the same partition (and the anonymous client) asks for it by its id
+    # Then status, cancel, the queue's lookups and the listing all behave as for an unknown id
+    for stranger in (other, ANONYMOUS):
+        with pytest.raises(NotFound) as status:
+            service.status(database, partition, job.id, caller=stranger)
+        with pytest.raises(NotFound):
+            service.cancel(database, partition, job.id, caller=stranger, settings=settings, sender=sender)
+        assert queue.find_group(partition, job.id, stranger) is None
+        assert queue.request_cancel(partition, job.id, stranger) is None
+        assert service.list_jobs(database, partition, caller=stranger) == []
+        # And the answer is word for word the one for an id that never existed
+        with pytest.raises(NotFound) as unknown:
+            service.status(database, partition, "0" * 32, caller=stranger)
+        assert status.value.message.replace(job.id, "ID") == unknown.value.message.replace("0" * 32, "ID")
+    # And X's job is untouched and still X's
+    stored = queue.get(partition, job.id)
+    assert stored is not None and stored.client_id == "client-x"
+    assert stored.status == JobStatus.QUEUED and not stored.cancel_requested
+    assert service.status(database, partition, job.id, caller=owner).state == JobStatus.QUEUED
+    assert [j.id for j in service.list_jobs(database, partition, caller=owner)] == [job.id]
+
+
+def test_an_administrator_sees_and_cancels_every_clients_jobs(
+    database: Database, settings: Settings, partition: str
+) -> None:
+    # Given jobs of two clients in a partition
+    sender = RecordingSender()
+    jobs = [
+        service.submit(
+            database, partition, KIND, {"parts": 1}, caller=JobCaller(c), settings=settings, sender=sender
+        )
+        for c in ("client-x", "client-y")
+    ]
+    admin = JobCaller("operator", every_client=True)
+    # When an administrator lists them, polls one and cancels the other
+    listed = {j.id for j in service.list_jobs(database, partition, caller=admin)}
+    polled = service.status(database, partition, jobs[0].id, caller=admin)
+    cancelled = service.cancel(
+        database, partition, jobs[1].id, caller=admin, settings=settings, sender=sender
+    )
+    # Then it sees both and the cancel takes effect; the job keeps its owner
+    assert listed == {j.id for j in jobs}
+    assert polled.state == JobStatus.QUEUED
+    assert cancelled.status == JobStatus.CANCELLED and cancelled.client_id == "client-y"
+
+
+def test_with_authentication_off_every_caller_is_the_same_anonymous_client(
+    database: Database, settings: Settings, partition: str
+) -> None:
+    # Given a job submitted with no client (authentication off)
+    sender = RecordingSender()
+    job = service.submit(database, partition, KIND, {}, caller=ANONYMOUS, settings=settings, sender=sender)
+    # When the anonymous caller polls, lists and cancels it, and a named client asks for it
+    polled = service.status(database, partition, job.id, caller=ANONYMOUS)
+    listed = [j.id for j in service.list_jobs(database, partition, caller=ANONYMOUS)]
+    with pytest.raises(NotFound):
+        service.status(database, partition, job.id, caller=JobCaller("client-x"))
+    service.cancel(database, partition, job.id, caller=ANONYMOUS, settings=settings, sender=sender)
+    # Then the anonymous caller owns it as before: it sees it, lists it and cancels it
+    assert polled.state == JobStatus.QUEUED and listed == [job.id]
+    stored = JobQueue(database).get(partition, job.id)
+    assert stored is not None and stored.client_id is None and stored.status == JobStatus.CANCELLED

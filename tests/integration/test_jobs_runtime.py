@@ -15,7 +15,7 @@ import pytest
 from dramatiq.middleware import Shutdown
 
 from core.errors import NotFound
-from core.jobs import JobStatus
+from core.jobs import ANONYMOUS, JobStatus
 from core.settings import Settings
 from orchestrator import service
 from orchestrator.lifecycle import advance_group
@@ -44,7 +44,7 @@ def test_a_job_is_planned_processed_and_finished_with_every_part_written_once(
     # When every message is delivered
     drain(resources, sender, partition=partition)
     # Then the group completed, with one object per part, each written once
-    view = service.status(resources.database, partition, job_id)
+    view = service.status(resources.database, partition, job_id, caller=ANONYMOUS)
     assert view.state == JobStatus.COMPLETED
     assert view.result is not None and view.result["count"] == 20
     written = objects(object_store, partition, job_id)
@@ -96,7 +96,9 @@ def test_a_plan_stored_before_a_crash_is_not_stored_again(
     drain(resources, sender, partition=partition)
     # Then the job completes with its three parts, none duplicated
     assert len(resources.queue.parts(partition, job_id)) == 3
-    assert service.status(resources.database, partition, job_id).state == JobStatus.COMPLETED
+    assert (
+        service.status(resources.database, partition, job_id, caller=ANONYMOUS).state == JobStatus.COMPLETED
+    )
 
 
 def test_a_transient_failure_is_retried_with_back_off_then_completes(
@@ -112,7 +114,9 @@ def test_a_transient_failure_is_retried_with_back_off_then_completes(
     retries = [m for m in sender.sent if m.actor == "process" and m.delay_seconds]
     assert len(retries) == 2 and all(m.delay_seconds == pytest.approx(0.05) for m in retries)
     assert [p.attempts for p in resources.queue.parts(partition, job_id)] == [2, 2]
-    assert service.status(resources.database, partition, job_id).state == JobStatus.COMPLETED
+    assert (
+        service.status(resources.database, partition, job_id, caller=ANONYMOUS).state == JobStatus.COMPLETED
+    )
 
 
 def test_a_job_that_keeps_failing_fails_at_the_attempt_cap_with_an_operation_outcome(
@@ -126,7 +130,7 @@ def test_a_job_that_keeps_failing_fails_at_the_attempt_cap_with_an_operation_out
     # Then the part ran three times and the group failed, saying why
     [part] = resources.queue.parts(partition, job_id)
     assert part.status == JobStatus.FAILED and part.attempts == 3
-    view = service.status(resources.database, partition, job_id)
+    view = service.status(resources.database, partition, job_id, caller=ANONYMOUS)
     assert view.state == JobStatus.FAILED and view.http_status == 500
     assert view.error is not None and view.error["resourceType"] == "OperationOutcome"
     diagnostics = " ".join(i["diagnostics"] for i in view.error["issue"])
@@ -146,7 +150,7 @@ def test_a_permanent_failure_fails_the_group_at_once_and_cancels_the_rest(
     # Then that part failed on its first attempt, the group failed with its reason and the request's status
     parts = resources.queue.parts(partition, job_id)
     assert parts[1].status == JobStatus.FAILED and parts[1].attempts == 1
-    view = service.status(resources.database, partition, job_id)
+    view = service.status(resources.database, partition, job_id, caller=ANONYMOUS)
     assert view.state == JobStatus.FAILED and view.http_status == 400
     assert view.error is not None
     assert view.error["issue"][0] == {
@@ -168,7 +172,7 @@ def test_a_plan_refused_for_good_fails_the_group_with_its_reason(
     # When its orchestrate message is delivered
     drain(resources, sender, partition=partition)
     # Then it failed without processing jobs, saying why
-    view = service.status(resources.database, partition, job_id)
+    view = service.status(resources.database, partition, job_id, caller=ANONYMOUS)
     assert view.state == JobStatus.FAILED and view.parts == 0
     assert view.error is not None and view.error["issue"][0]["diagnostics"] == "This job cannot be planned"
 
@@ -190,7 +194,9 @@ def test_a_running_job_that_reports_no_progress_still_stops_at_its_next_heartbea
     while resources.queue.parts(partition, job_id)[0].status != JobStatus.RUNNING:
         time.sleep(0.05)
     # When the client cancels
-    service.cancel(resources.database, partition, job_id, settings=resources.settings, sender=sender)
+    service.cancel(
+        resources.database, partition, job_id, caller=ANONYMOUS, settings=resources.settings, sender=sender
+    )
     worker.join(timeout=10)
     # Then the worker stopped within a few heartbeats (not after 20 s) and wrote nothing
     assert not worker.is_alive() and outcome == ["cancelled"]
@@ -200,7 +206,7 @@ def test_a_running_job_that_reports_no_progress_still_stops_at_its_next_heartbea
     assert group is not None and group.status == JobStatus.CANCELLED
     assert objects(object_store, partition, job_id) == {}
     with pytest.raises(NotFound):
-        service.status(resources.database, partition, job_id)
+        service.status(resources.database, partition, job_id, caller=ANONYMOUS)
 
 
 def test_a_worker_whose_job_was_taken_over_stops_and_the_new_owner_finishes_it(
@@ -231,7 +237,9 @@ def test_a_worker_whose_job_was_taken_over_stops_and_the_new_owner_finishes_it(
     assert part.result is not None and part.result["attempt"] == 2
     [body] = objects(object_store, partition, job_id).values()
     assert body.count(b"\n") == 5
-    assert service.status(resources.database, partition, job_id).state == JobStatus.COMPLETED
+    assert (
+        service.status(resources.database, partition, job_id, caller=ANONYMOUS).state == JobStatus.COMPLETED
+    )
 
 
 def test_cancel_while_planning_stops_the_planner_and_stores_no_plan(
@@ -247,7 +255,9 @@ def test_cancel_while_planning_stops_the_planner_and_stores_no_plan(
     while (group := resources.queue.get(partition, job_id)) is None or group.status != JobStatus.PLANNING:
         time.sleep(0.05)
     # When the client cancels
-    service.cancel(resources.database, partition, job_id, settings=resources.settings, sender=sender)
+    service.cancel(
+        resources.database, partition, job_id, caller=ANONYMOUS, settings=resources.settings, sender=sender
+    )
     planner.join(timeout=10)
     # Then planning stopped at once, the job is cancelled and no processing job was stored
     assert not planner.is_alive() and outcome == ["cancelled"]
@@ -264,12 +274,14 @@ def test_cancel_after_completion_hides_the_job_and_its_objects_go(
     job_id = submit(resources, partition, parts=2)
     drain(resources, sender, partition=partition)
     # When the client deletes it
-    service.cancel(resources.database, partition, job_id, settings=resources.settings, sender=sender)
+    service.cancel(
+        resources.database, partition, job_id, caller=ANONYMOUS, settings=resources.settings, sender=sender
+    )
     drain(resources, sender, partition=partition)
     sweep(resources)
     # Then every later request is 404, and its objects and rows are gone
     with pytest.raises(NotFound):
-        service.status(resources.database, partition, job_id)
+        service.status(resources.database, partition, job_id, caller=ANONYMOUS)
     assert objects(object_store, partition, job_id) == {}
     assert resources.queue.get(partition, job_id) is None
 
@@ -320,4 +332,6 @@ def test_a_failure_while_a_claimed_job_is_being_set_up_never_leaves_it_running(
     monkeypatch.undo()
     assert [deliver(resources, m) for m in resent] == ["completed"]
     drain(resources, sender, partition=partition)
-    assert service.status(resources.database, partition, job_id).state == JobStatus.COMPLETED
+    assert (
+        service.status(resources.database, partition, job_id, caller=ANONYMOUS).state == JobStatus.COMPLETED
+    )

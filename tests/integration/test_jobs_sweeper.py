@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.jobs import JobStatus
+from core.jobs import ANONYMOUS, JobStatus
 from core.settings import Settings
 from orchestrator import service
 from orchestrator.sweeper import sweep
@@ -72,7 +72,7 @@ def test_the_sweeper_fails_a_job_whose_worker_stops_answering_at_every_attempt(
     [part] = resources.queue.parts(partition, job_id)
     assert part.status == JobStatus.FAILED
     drain(resources, sender, partition=partition)
-    view = service.status(resources.database, partition, job_id)
+    view = service.status(resources.database, partition, job_id, caller=ANONYMOUS)
     assert view.state == JobStatus.FAILED
     assert view.error is not None
     text_of = " ".join(i["diagnostics"] for i in view.error["issue"])
@@ -106,7 +106,9 @@ def test_the_sweeper_sends_again_the_messages_a_broker_lost(
     for m in again:
         deliver(resources, m)
     drain(resources, sender, partition=partition)
-    assert service.status(resources.database, partition, job_id).state == JobStatus.COMPLETED
+    assert (
+        service.status(resources.database, partition, job_id, caller=ANONYMOUS).state == JobStatus.COMPLETED
+    )
 
 
 def test_the_sweeper_deletes_expired_jobs_with_their_objects(

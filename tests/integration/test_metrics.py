@@ -113,7 +113,9 @@ def test_jobs_by_kind_status_and_partition_and_the_oldest_queued_age_are_exposed
 
     from storage.db import libpq_url
 
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        # In a transaction of the partition, as the job code writes (the job table is under RLS)
+        conn.execute("SELECT set_config('bulkhead.partition', %s, true)", (partition,))
         for status, age in (("queued", "60 seconds"), ("running", "0 seconds")):
             job_id = secrets.token_hex(8)
             conn.execute(

@@ -62,3 +62,50 @@ def test_plain_alembic_upgrade_head_builds_the_schema(empty_database_url: str) -
     subprocess.run([sys.executable, "-c", code, empty_database_url], check=True)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert _recorded(empty_database_url) == [head]
+
+
+def test_a_database_secured_with_the_old_admin_flag_loses_it_when_migrated(empty_database_url: str) -> None:
+    # Given a database at 0005 whose tables carry the policies that honoured 'bulkhead.admin'
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from storage.db import sqlalchemy_url
+
+    engine = create_engine(sqlalchemy_url(empty_database_url))
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0005")
+        for table, using in (
+            ("resource", "partition_id = (SELECT bulkhead_partition_id()) OR (SELECT bulkhead_is_admin())"),
+            (
+                "partition",
+                "name = current_setting('bulkhead.partition', true) OR (SELECT bulkhead_is_admin())",
+            ),
+            ("audit_event", "(SELECT bulkhead_is_admin())"),
+        ):
+            conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+            conn.exec_driver_sql(f"CREATE POLICY bulkhead_partition ON {table} USING ({using})")
+    engine.dispose()
+    # When it is migrated to the head
+    db = Database(empty_database_url)
+    db.migrate()
+    db.dispose()
+    # Then no policy and no function of the flag is left, and every table has its two new policies
+    with psycopg.connect(libpq_url(empty_database_url)) as conn:
+        flag = conn.execute(
+            "SELECT count(*) FROM pg_policies WHERE coalesce(qual, '') || coalesce(with_check, '') "
+            "LIKE '%bulkhead_is_admin%'"
+        ).fetchone()
+        function = conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'bulkhead_is_admin'").fetchone()
+        policies = {
+            (t, p)
+            for t, p in conn.execute(
+                "SELECT tablename, policyname FROM pg_policies "
+                "WHERE tablename IN ('resource', 'partition', 'job')"
+            ).fetchall()
+        }
+    assert flag == (0,) and function == (0,)
+    assert policies == {
+        (t, p) for t in ("resource", "partition", "job") for p in ("bulkhead_partition", "bulkhead_admin")
+    }

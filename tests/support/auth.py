@@ -107,6 +107,10 @@ class AuthKeys:
         """Return a token valid in every partition."""
         return self.hs256("*", scope)
 
+    def client(self, client_id: str, partitions: list[str] | str, scope: str = "system/*.cruds") -> str:
+        """Return a token of the client ``client_id`` (its ``client_id`` and ``sub`` claims)."""
+        return self.hs256(partitions, scope, client_id=client_id, sub=client_id)
+
 
 def b64url(data: bytes) -> str:
     """Return unpadded base64url."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from core.jobs import ANONYMOUS
 from core.settings import Settings
 from orchestrator import service
 from orchestrator.lifecycle import advance_group
@@ -123,6 +124,7 @@ def submit(resources: WorkerResources, partition: str, **definition: object) -> 
         partition,
         jobops.KIND,
         dict(definition),
+        caller=ANONYMOUS,
         settings=resources.settings,
         sender=resources.sender,
     )
