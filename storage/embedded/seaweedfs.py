@@ -52,15 +52,17 @@ def _socket_paths(ports: dict[str, int]) -> list[Path]:
     ]
 
 
-def _claim_socket_paths(ports: dict[str, int]) -> bool:
-    """Remove our own leftover sockets at the fixed paths of ``ports``; tell whether every path is free
-    (a path held by another user could be a listener of theirs that our components would dial)."""
+def claim_socket_paths(ports: dict[str, int], *, uid: int | None = None) -> bool:
+    """Remove our own (user ``uid``'s) leftover sockets at the fixed paths of ``ports``; tell whether every
+    path is free (a path held by another user could be a listener of theirs that our components would
+    dial)."""
+    me = os.geteuid() if uid is None else uid
     for path in _socket_paths(ports):
         try:
             owner = path.lstat().st_uid
         except FileNotFoundError:
             continue
-        if owner != os.geteuid():
+        if owner != me:
             log.warning("%s belongs to another user; choosing other ports", path)
             return False
         path.unlink(missing_ok=True)
@@ -139,7 +141,7 @@ class EmbeddedS3:
         for _ in range(10):
             ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES)), strict=True))
             ports["admin.port"], ports["admin.port.grpc"] = _admin_ports()
-            if _claim_socket_paths(ports):
+            if claim_socket_paths(ports):
                 return ports
         raise RuntimeError("every set of ports tried has its SeaweedFS socket paths taken by another user")
 
