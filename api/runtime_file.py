@@ -1,5 +1,6 @@
 """The runtime file of a running ``bulkhead serve`` (``serve.json`` in its data directory, mode 0600): where
-its services run and their keys, so that other local commands (``seed``, ``import``) reach them."""
+its services run, with the URLs (passwords included) and keys its processes use, so that other local
+commands (``seed``, ``import``) reach them."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ RUNTIME_FILE = "serve.json"
 
 
 def write_runtime(data_dir: Path, doc: dict[str, Any]) -> None:
-    """Write the runtime file, readable by its owner only (it holds the S3 keys)."""
+    """Write the runtime file, readable by its owner only (it holds passwords and the S3 keys)."""
     fd = os.open(data_dir / RUNTIME_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # also when an older file was left with another mode
         json.dump(doc, f, indent=2)
 
 

@@ -12,14 +12,13 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from api.embedded_credentials import embedded_database_settings, embedded_postgres
 from api.runtime_file import running_runtime
 from core.errors import BulkheadError
 from core.partition import DEFAULT_PARTITION
 from core.settings import Settings
 from core.synthetic import generate
 from storage import Database, NewResource, stamp_new, write_new_resources
-from storage.embedded import EmbeddedPostgres
-from storage.security import role_url
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +63,22 @@ def _serve_lock(data_dir: Path) -> Iterator[None]:
 
 
 def _embedded(settings: Settings, data_dir: Path) -> Iterator[tuple[str, str]]:
-    server = EmbeddedPostgres(data_dir / "postgres")
+    server = embedded_postgres(data_dir)
     owner_url = server.start()
     try:
+        embedded = embedded_database_settings(settings, data_dir, owner_url)
         owner = Database(owner_url)
         try:
             owner.migrate(
-                app_role=settings.database_app_role,
-                app_password=settings.database_app_password,
-                admin_role=settings.database_admin_role,
-                admin_password=settings.database_admin_password,
+                app_role=embedded.database_app_role,
+                app_password=embedded.database_app_password,
+                admin_role=embedded.database_admin_role,
+                admin_password=embedded.database_admin_password,
             )
         finally:
             owner.dispose()
-        yield (
-            role_url(owner_url, settings.database_app_role, settings.database_app_password),
-            f"embedded PostgreSQL in {data_dir / 'postgres'}",
-        )
+        assert embedded.database_url is not None
+        yield embedded.database_url, f"embedded PostgreSQL in {server.data_dir}"
     finally:
         server.stop()
 

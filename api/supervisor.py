@@ -1,10 +1,11 @@
 """Start and stop every process of a single-node Bulkhead (``bulkhead serve``).
 
 What is not configured runs embedded under the data directory: PostgreSQL, Redis and an S3 server
-(SeaweedFS). Then the schema is migrated and the API (gunicorn), the orchestrator and the workers start as
-child processes with the resolved URLs in their environment. Every child runs in a process group of its
-own and gets SIGTERM from the kernel if this process dies; on Ctrl-C or SIGTERM they all stop, in order,
-and whatever does not stop in time is killed.
+(SeaweedFS), each refusing clients without its credentials (made once and kept in the data directory, see
+``api.embedded_credentials``; nothing here prints them). Then the schema is migrated and the API
+(gunicorn), the orchestrator and the workers start as child processes with the resolved URLs in their
+environment. Every child runs in a process group of its own and gets SIGTERM from the kernel if this
+process dies; on Ctrl-C or SIGTERM they all stop, in order, and whatever does not stop in time is killed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
+from api.embedded_credentials import (
+    SECRETS_DIR,
+    embedded_database_settings,
+    embedded_postgres,
+    embedded_redis,
+)
 from api.runtime_file import RUNTIME_FILE, write_runtime
 from api.serve_checks import (
     ServeError,
@@ -44,7 +51,6 @@ from storage.embedded import (
     reserve_port,
     wait_for_port,
 )
-from storage.security import role_url
 
 log = logging.getLogger("bulkhead.serve")
 
@@ -121,7 +127,7 @@ class Supervisor:
         check_port_free(self.settings.host, self.settings.port)
         reserve_port(self.settings.port)  # keep the embedded servers off the API's port
         try:
-            settings = self._start_services()
+            settings = self.start_services()
             self._checkpoint()
         except subprocess.CalledProcessError as err:
             output = (err.stderr or err.stdout or b"").decode(errors="replace").strip()
@@ -149,11 +155,13 @@ class Supervisor:
         lock.flush()
         self._lock = lock
 
-    def _start_services(self) -> Settings:
+    def start_services(self) -> Settings:
+        """Start the embedded servers of what is not configured; return the settings that name them all."""
         settings = self.settings
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         # Redis and SeaweedFS start in the background while PostgreSQL starts in the foreground.
         if not settings.redis_url:
-            self.redis = EmbeddedRedis(self.data_dir / "redis")
+            self.redis = embedded_redis(self.data_dir)
             self.redis.launch()
         if not settings.s3_endpoint_url:
             self.s3 = EmbeddedS3(
@@ -162,19 +170,18 @@ class Supervisor:
             self.s3.launch()
         if not settings.database_url:
             # Embedded: migrate as the owner, then run every process as the restricted application role.
-            self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
+            self.postgres = embedded_postgres(self.data_dir)
             owner_url = self.postgres.start()
-            app_url = role_url(owner_url, settings.database_app_role, settings.database_app_password)
-            admin_url = role_url(owner_url, settings.database_admin_role, settings.database_admin_password)
-            settings = replace(
-                settings, database_url=app_url, database_admin_url=admin_url, migration_database_url=owner_url
+            settings = embedded_database_settings(settings, self.data_dir, owner_url)
+            assert settings.database_url is not None
+            self._place(
+                "PostgreSQL", redact(settings.database_url), f"embedded, data in {self.postgres.data_dir}"
             )
-            self._place("PostgreSQL", redact(app_url), f"embedded, data in {self.postgres.data_dir}")
         else:
             self._place("PostgreSQL", redact(settings.database_url), "configured (BULKHEAD_DATABASE_URL)")
         if self.redis is not None:
             settings = replace(settings, redis_url=self.redis.wait_ready())
-            self._place("Redis", settings.redis_url or "", f"embedded, data in {self.redis.data_dir}")
+            self._place("Redis", redact(settings.redis_url or ""), f"embedded, data in {self.redis.data_dir}")
         else:
             self._place("Redis", redact(settings.redis_url or ""), "configured (BULKHEAD_REDIS_URL)")
         if self.s3 is not None:
@@ -329,6 +336,11 @@ class Supervisor:
         lines = [f"Bulkhead is running (started in {seconds:.1f} s, data in {self.data_dir}):"]
         for p in self.placements:
             lines.append(f"  {p.name.ljust(width)}  {p.where}  ({p.detail})")
+        if self.postgres or self.redis or self.s3:
+            lines.append(
+                f"  the embedded servers' passwords and keys are in {self.data_dir / SECRETS_DIR}, "
+                f"{self.data_dir / 's3'} and {self.data_dir / RUNTIME_FILE} (readable by their owner only)"
+            )
         if self.settings.auth_enabled:
             lines.append("  authentication is ON: requests need a bearer token")
         else:

@@ -30,10 +30,8 @@ from typing import TypeVar
 import psycopg
 import requests
 
-from storage import Database
 from storage.db import libpq_url
 from storage.embedded import free_port
-from storage.security import role_url
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,13 +49,10 @@ class BenchDatabase:
 @contextmanager
 def bench_database() -> Iterator[BenchDatabase]:
     """Yield a fresh migrated database; drop it (and stop any server started for it) at the end."""
-    from tests.support.services import fresh_database, postgres_server
+    from tests.support.services import fresh_database, migrate_for_tests, postgres_server
 
     with postgres_server() as server, fresh_database(server) as url:
-        db = Database(url)
-        db.migrate()
-        db.dispose()
-        yield BenchDatabase(owner_url=url, app_url=role_url(url, "bulkhead_app"))
+        yield BenchDatabase(owner_url=url, app_url=migrate_for_tests(url))
 
 
 def gunicorn_argv(port: int, *, workers: int = 2, threads: int = 4) -> list[str]:

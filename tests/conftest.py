@@ -16,9 +16,12 @@ from storage.objectstore import S3ObjectStore, object_store_from_settings
 from storage.security import role_url
 from tests.support.auth import AuthKeys
 from tests.support.services import (
+    APP_ROLE,
+    APP_ROLE_PASSWORD,
     S3Settings,
     fresh_bucket,
     fresh_database,
+    migrate_for_tests,
     postgres_server,
     redis_server,
     s3_server,
@@ -29,16 +32,14 @@ from tests.support.services import (
 def owner_database_url() -> Iterator[str]:
     """Yield the URL of a migrated database of this test run's own, as the role that owns its tables."""
     with postgres_server() as server, fresh_database(server) as url:
-        db = Database(url)
-        db.migrate()
-        db.dispose()
+        migrate_for_tests(url)
         yield url
 
 
 @pytest.fixture(scope="session")
 def database_url(owner_database_url: str) -> str:
     """Return the URL the application and workers use: the restricted role, under row-level security."""
-    return role_url(owner_database_url, "bulkhead_app")
+    return role_url(owner_database_url, APP_ROLE, APP_ROLE_PASSWORD)
 
 
 @pytest.fixture(scope="session")

@@ -98,7 +98,8 @@ def _group_alive(pgid: int) -> bool:
 
 class ManagedProcess:
     """A child in a process group of its own: it stops when asked, is killed after a deadline, and
-    receives SIGTERM from the kernel if its parent dies first."""
+    receives SIGTERM from the kernel if its parent dies first. ``umask`` (when not -1) is the file mode mask
+    it starts with (0o077: whatever it creates, sockets included, only its owner may use)."""
 
     def __init__(
         self,
@@ -111,6 +112,7 @@ class ManagedProcess:
         stop_signal: signal.Signals = signal.SIGTERM,
         stop_timeout: float = 15.0,
         kill_log_level: int = logging.WARNING,
+        umask: int = -1,
     ):
         self.name = name
         self.argv = list(argv)
@@ -131,6 +133,7 @@ class ManagedProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT if self._log is not None else None,
             start_new_session=True,
+            umask=umask,
             # Only a prctl call through a function resolved before the fork: safe with threads.
             preexec_fn=_die_with_parent,  # noqa: PLW1509
         )

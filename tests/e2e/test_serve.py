@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -69,7 +70,9 @@ def test_serve_runs_everything_embedded_keeps_data_across_a_restart_and_leaves_n
         listed = requests.get(f"{serve.base_url}/partitions", timeout=10)
         assert listed.status_code == 200 and partition in listed.text, listed.text
         # And its Redis and S3 hold what is written to them
-        assert runtime["BULKHEAD_REDIS_URL"].startswith("redis://127.0.0.1:")
+        redis_url = urlsplit(runtime["BULKHEAD_REDIS_URL"])
+        assert (redis_url.scheme, redis_url.hostname) == ("redis", "127.0.0.1")
+        assert redis_url.password == (data_dir / "secrets" / "redis").read_text().strip()
         redis.Redis.from_url(runtime["BULKHEAD_REDIS_URL"]).set(f"{partition}:kept", b"yes")
         store = _store(runtime)
         key = store.ndjson_key(partition, "job1", "Patient", 1)
@@ -146,6 +149,12 @@ def test_the_start_up_summary_says_where_each_service_runs_and_that_authenticati
         assert f"  {name} " in out
     assert f"http://127.0.0.1:{served.port}" in out
     assert "authentication is OFF" in out
+    # And it says where the embedded servers' passwords are, but prints none of them nor the S3 secret key
+    assert f"passwords and keys are in {served.data_dir / 'secrets'}" in out
+    kept = [f.read_text().strip() for f in (served.data_dir / "secrets").iterdir()]
+    assert len(kept) == 3
+    for secret in [*kept, served.runtime()["BULKHEAD_S3_SECRET_KEY"]]:
+        assert secret not in out
 
 
 def test_every_embedded_server_listens_on_loopback_only(served: ServeProcess) -> None:
@@ -238,5 +247,9 @@ def test_configured_redis_and_s3_are_used_instead_of_embedded_ones(
     assert runtime["BULKHEAD_S3_BUCKET"] == s3_settings.s3_bucket
     assert "redis-server" not in names and "weed" not in names
     assert "postgres" in names
-    # (metrics/ holds the processes' Prometheus counters, not a service)
-    assert sorted(p.name for p in data_dir.iterdir() if p.is_dir() and p.name != "metrics") == ["postgres"]
+    # (metrics/ holds the processes' Prometheus counters, secrets/ the embedded PostgreSQL's passwords)
+    assert sorted(p.name for p in data_dir.iterdir() if p.is_dir() and p.name != "metrics") == [
+        "postgres",
+        "secrets",
+    ]
+    assert sorted(p.name for p in (data_dir / "secrets").iterdir()) == ["postgres", "postgres-bulkhead_app"]

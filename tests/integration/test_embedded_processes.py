@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from storage.embedded import ManagedProcess, free_port_pair, free_ports, reserve_port
+from storage.embedded.seaweedfs import claim_socket_paths
 
 
 def _wait_for_line(path: Path, timeout: float = 20.0) -> str:
@@ -139,3 +140,20 @@ def test_serve_takes_every_stop_signal_even_when_signals_arrive_in_a_burst(tmp_p
     # Then every signal was handled and the process ended by itself
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("handled ")
+
+
+def test_seaweedfs_ports_whose_fixed_socket_path_another_user_holds_are_not_used() -> None:
+    # Given ports, and a file at the fixed /tmp path of one of their gRPC sockets
+    ports = dict(zip(("master.port", "master.port.grpc"), free_ports(2), strict=True))
+    squatted = Path(f"/tmp/seaweedfs-master-grpc-{ports['master.port.grpc']}.sock")
+    squatted.write_text("")
+    try:
+        owner = squatted.stat().st_uid
+        # When the file belongs to another user / Then the ports are refused and the file is left alone
+        assert claim_socket_paths(ports, uid=owner + 1) is False
+        assert squatted.exists()
+        # When it is a leftover of our own / Then it is removed and the ports may be used
+        assert claim_socket_paths(ports, uid=owner) is True
+        assert not squatted.exists()
+    finally:
+        squatted.unlink(missing_ok=True)

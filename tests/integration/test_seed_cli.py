@@ -8,8 +8,12 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 
 from api.cli import main
+from api.embedded_credentials import SECRETS_DIR, embedded_database_settings, embedded_postgres
+from core.settings import Settings
 from core.synthetic import Population, generate
 from storage import Database
+from tests.support.ports import postgres_login
+from tests.support.services import serve_data_dir
 
 
 def _seed(database_url: str, *args: str) -> tuple[int, str]:
@@ -70,3 +74,32 @@ def test_seed_refuses_a_reserved_partition_name_without_writing(
     assert code != 0
     assert "reserved" in output
     assert "Admin" not in {p.name for p in database.partitions()}
+
+
+def test_seed_with_no_database_and_no_running_server_fills_the_embedded_one_behind_its_kept_passwords(
+    partition: str,
+) -> None:
+    with serve_data_dir() as data_dir:
+        # Given a data directory where no server runs, and no database configured
+        env = {"BULKHEAD_DATA_DIR": str(data_dir), "BULKHEAD_DATABASE_URL": None}
+        # When a partition is seeded
+        result = CliRunner().invoke(main, ["seed", "--partition", partition, "--patients", "1"], env=env)
+        # Then it succeeds on the embedded PostgreSQL, whose passwords it made and kept
+        assert result.exit_code == 0, result.output
+        kept = sorted(p.name for p in (data_dir / SECRETS_DIR).iterdir())
+        assert kept == ["postgres", "postgres-bulkhead_app"]
+        # And that server, started again with them, holds the partition for the application role and for
+        # nobody without a password
+        server = embedded_postgres(data_dir)
+        owner_url = server.start()
+        try:
+            settings = embedded_database_settings(Settings(), data_dir, owner_url)
+            assert postgres_login(host="127.0.0.1", port=server.port, user="bulkhead_app") is not None
+            app = Database(settings.database_url or "")
+            try:
+                listed = {p.name: p.resource_count for p in app.partitions()}
+            finally:
+                app.dispose()
+            assert listed[partition] == sum(1 for _ in generate(1, seed=0))
+        finally:
+            server.stop()

@@ -24,8 +24,7 @@ from core.jobs import JobInfo, JobStatus
 from core.settings import Settings
 from storage import Database
 from storage.jobs import JobQueue
-from storage.security import role_url
-from tests.support.services import fresh_database
+from tests.support.services import fresh_database, migrate_for_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 BULKHEAD = Path(sys.executable).with_name("bulkhead")
@@ -189,10 +188,7 @@ class JobCluster:
 def migrated_database(server_url: str) -> Iterator[str]:
     """Yield the application-role URL of a fresh, migrated database on the server of ``server_url``."""
     with fresh_database(server_url) as url:
-        db = Database(url)
-        db.migrate()
-        db.dispose()
-        yield role_url(url, "bulkhead_app")
+        yield migrate_for_tests(url)
 
 
 def wait_for(

@@ -20,6 +20,7 @@ import requests
 
 from core.errors import ServiceUnavailable
 from core.settings import Settings
+from storage import Database
 from storage.db import libpq_url
 from storage.embedded import (
     EmbeddedPostgres,
@@ -30,6 +31,12 @@ from storage.embedded import (
     free_port,
 )
 from storage.objectstore import object_store_from_settings
+from storage.security import role_url
+
+APP_ROLE = "bulkhead_app"
+#: The application role's password in this suite's databases. Embedded servers accept password logins
+#: only; one fixed value, so that test runs sharing a server do not change it under each other.
+APP_ROLE_PASSWORD = "bulkhead-test-application-role"
 
 
 @contextmanager
@@ -60,6 +67,16 @@ def fresh_database(server_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def migrate_for_tests(owner_url: str) -> str:
+    """Migrate the database of ``owner_url`` (as its owner) and return the application role's URL on it."""
+    db = Database(owner_url)
+    try:
+        db.migrate(app_role=APP_ROLE, app_password=APP_ROLE_PASSWORD)
+    finally:
+        db.dispose()
+    return role_url(owner_url, APP_ROLE, APP_ROLE_PASSWORD)
 
 
 @contextmanager
