@@ -152,7 +152,7 @@ def test_the_start_up_summary_says_where_each_service_runs_and_that_authenticati
     # And it says where the embedded servers' passwords are, but prints none of them nor the S3 secret key
     assert f"passwords and keys are in {served.data_dir / 'secrets'}" in out
     kept = [f.read_text().strip() for f in (served.data_dir / "secrets").iterdir()]
-    assert len(kept) == 3
+    assert len(kept) == 4
     for secret in [*kept, served.runtime()["BULKHEAD_S3_SECRET_KEY"]]:
         assert secret not in out
 
@@ -252,4 +252,8 @@ def test_configured_redis_and_s3_are_used_instead_of_embedded_ones(
         "postgres",
         "secrets",
     ]
-    assert sorted(p.name for p in (data_dir / "secrets").iterdir()) == ["postgres", "postgres-bulkhead_app"]
+    assert sorted(p.name for p in (data_dir / "secrets").iterdir()) == [
+        "postgres",
+        "postgres-bulkhead_admin",
+        "postgres-bulkhead_app",
+    ]

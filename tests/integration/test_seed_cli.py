@@ -87,7 +87,7 @@ def test_seed_with_no_database_and_no_running_server_fills_the_embedded_one_behi
         # Then it succeeds on the embedded PostgreSQL, whose passwords it made and kept
         assert result.exit_code == 0, result.output
         kept = sorted(p.name for p in (data_dir / SECRETS_DIR).iterdir())
-        assert kept == ["postgres", "postgres-bulkhead_app"]
+        assert kept == ["postgres", "postgres-bulkhead_admin", "postgres-bulkhead_app"]
         # And that server, started again with them, holds the partition for the application role and for
         # nobody without a password
         server = embedded_postgres(data_dir)
@@ -95,7 +95,7 @@ def test_seed_with_no_database_and_no_running_server_fills_the_embedded_one_behi
         try:
             settings = embedded_database_settings(Settings(), data_dir, owner_url)
             assert postgres_login(host="127.0.0.1", port=server.port, user="bulkhead_app") is not None
-            app = Database(settings.database_url or "")
+            app = Database.from_settings(settings)
             try:
                 listed = {p.name: p.resource_count for p in app.partitions()}
             finally:
