@@ -48,7 +48,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     if database is None:
         if not settings.database_url:
             raise InvalidRequest("BULKHEAD_DATABASE_URL is not set (bulkhead serve starts an embedded one)")
-        database = Database(settings.database_url)
+        database = Database(
+            settings.database_url,
+            statement_timeout=settings.database_statement_timeout_seconds,
+            idle_in_transaction_timeout=settings.database_idle_in_transaction_timeout_seconds,
+        )
     app.extensions["bulkhead.db"] = database
     if not settings.partitions_enabled and database.partitions_holding_data() > 1:
         raise RuntimeError("Partitions cannot be turned off: data lives in more than one partition")

@@ -4,7 +4,10 @@ Planning records the partition's SearchParameter resources (new or changed ones 
 indexed by every write from then on), waits for write transactions already in progress to end, and takes a
 watermark: every version at or below it is covered by a range, every version above it was indexed by its
 writer with the new parameters. Ranges hold about ``reindex_chunk_rows`` live versions of one type, and
-each records how many it held.
+each records how many it held, and how many resources' worth of work it is (``estimated_rows``, which
+chooses the lane): a type with parameters outside the compiled subset costs ``FALLBACK_WEIGHT`` times
+more per such parameter, so that a reindex of a partition's costly parameters runs in the background lane
+(its own worker pool, at a lower CPU priority) rather than next to other partitions' small jobs.
 
 ``finish`` adds up what the ranges reindexed and what was replaced since planning; fewer than planned fails
 the reindex (the new parameters stay not searchable). Otherwise the new parameters become ``active``.
@@ -23,10 +26,14 @@ from storage.bulkedit import live_ranges
 from storage.custom_params import activate, refresh
 from storage.export_planning import wait_for_writers
 from storage.importwrite import import_watermark
+from storage.search.registry import registry_for
 
 log = logging.getLogger(__name__)
 KIND = "reindex"
 WAIT_FOR_WRITERS_SECONDS = 60.0
+#: How many resources' worth of work one parameter evaluated by fhirpathpy is (about 100x slower than the
+#: compiled extraction of every official parameter of a resource).
+FALLBACK_WEIGHT = 100
 
 
 class PlanContext(Protocol):
@@ -59,6 +66,11 @@ def plan_reindex(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
             low=int(d.get("from_surrogate_id") or 0),
             high=watermark,
         )
+        registry = registry_for(uow.session, uow.resources.partition_id())
+        costly = {
+            t: sum(1 for p in registry.for_type(t).values() if p.indexed and p.mode == "fhirpathpy")
+            for t in {r.resource_type for r in ranges}
+        }
     parts: list[dict[str, Any]] = [
         {
             "part": "parameters",
@@ -77,6 +89,7 @@ def plan_reindex(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
                 "low": r.low,
                 "high": r.high,
                 "rows": r.rows,
+                "estimated_rows": r.rows * (1 + FALLBACK_WEIGHT * costly.get(r.resource_type, 0)),
                 "watermark": watermark,
             }
         )
@@ -110,8 +123,11 @@ def finish_reindex(ctx: PlanContext, job: Any, parts: list[Any]) -> dict[str, An
         active = activate(uow, str(job.id))
         uow.commit()
     counts: dict[str, int] = {}
+    skipped: dict[str, int] = {}
     for r in ranges:
         counts[r["type"]] = counts.get(r["type"], 0) + int(r["reindexed"])
+        for code, n in (r.get("skipped") or {}).items():
+            skipped[code] = skipped.get(code, 0) + int(n)
     log.info(
         "reindex of %s complete: %s resources; now searchable: %s",
         ctx.partition,
@@ -125,6 +141,8 @@ def finish_reindex(ctx: PlanContext, job: Any, parts: list[Any]) -> dict[str, An
         "planned": planned,
         "reindexed": reindexed,
         "replacedDuringReindex": replaced,
+        # Resources a parameter was not indexed for: its evaluation ran past the budget on them.
+        "skipped": dict(sorted(skipped.items())),
         "searchParameters": {
             "activated": active,
             "unchanged": params.get("unchanged", []),

@@ -8,7 +8,11 @@ from contextlib import contextmanager
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from storage.db import make_engine
+from storage.db import (
+    DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+    DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+    make_engine,
+)
 from storage.migrate import upgrade
 from storage.models import ResourceRow
 from storage.repository import PartitionInfo, list_partitions
@@ -19,9 +23,21 @@ from storage.uow import UnitOfWork
 class Database:
     """One PostgreSQL database holding every partition."""
 
-    def __init__(self, url: str, *, pool_size: int = 5):
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 5,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+        idle_in_transaction_timeout: float = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+    ):
         self.url = url
-        self.engine: Engine = make_engine(url, pool_size=pool_size)
+        self.engine: Engine = make_engine(
+            url,
+            pool_size=pool_size,
+            statement_timeout=statement_timeout,
+            idle_in_transaction_timeout=idle_in_transaction_timeout,
+        )
 
     def unit_of_work(self, partition: str) -> UnitOfWork:
         """Return a unit of work scoped to ``partition``."""

@@ -88,7 +88,12 @@ def worker_resources() -> WorkerResources:
                 raise RuntimeError("BULKHEAD_DATABASE_URL is not set")
             # Each worker thread holds one connection for its job and briefly one for its heartbeat timer.
             threads = max(settings.worker_threads, settings.orchestrator_threads)
-            database = Database(settings.database_url, pool_size=max(5, 2 * threads + 2))
+            database = Database(
+                settings.database_url,
+                pool_size=max(5, 2 * threads + 2),
+                statement_timeout=settings.database_statement_timeout_seconds,
+                idle_in_transaction_timeout=settings.database_idle_in_transaction_timeout_seconds,
+            )
             _RESOURCES = WorkerResources(settings=settings, database=database)
         return _RESOURCES
 

@@ -174,11 +174,9 @@ def test_a_reindex_batch_stops_at_its_byte_budget_and_the_next_batch_goes_on_fro
     # When batches of at most 100 rows but only 5 KB of JSON run one after the other
     sizes, after = [], 0
     while True:
-        with database.unit_of_work(partition) as uow:
-            batch = reindex_batch(uow, "Patient", after, 2**62, 100, max_bytes=5000)
-            if batch is None:
-                break
-            uow.commit()
+        batch = reindex_batch(database, partition, "Patient", after, 2**62, 100, max_bytes=5000)
+        if batch is None:
+            break
         sizes.append(batch.reindexed)
         after = batch.last
     # Then each batch holds three resources (the one that crosses the budget included) and none is skipped
