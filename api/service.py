@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed, Unprocessable
 from core.fhirdates import format_instant
@@ -13,7 +14,7 @@ from core.fhirjson import dump_with, parse_object
 from core.fhirpatch import patched_bytes
 from core.fhirtypes import require_type
 from core.validation import validate_id, validate_resource
-from storage import Database, PreparedIndex, StoredVersion, UnitOfWork, prepare_index
+from storage import Database, PreparedIndex, StaleIndexRows, StoredVersion, UnitOfWork, prepare_index
 
 if TYPE_CHECKING:
     from api.patching import Patch
@@ -174,11 +175,31 @@ def create(db: Database, partition: str, rtype: str, raw: bytes, resource: dict[
     """Create a resource with a server-assigned id (its index rows extracted before the transaction)."""
     require_type(rtype)
     rid = str(uuid.uuid4())
-    prepared = prepare_index(db, partition, rtype, {**resource, "id": rid})
-    with db.unit_of_work(partition) as uow:
-        result = create_in(uow, rtype, raw, resource, rid=rid, prepared=prepared)
-        uow.commit()
-    return result
+
+    def write() -> WriteResult:
+        prepared = prepare_index(db, partition, rtype, {**resource, "id": rid})
+        with db.unit_of_work(partition) as uow:
+            result = create_in(uow, rtype, raw, resource, rid=rid, prepared=prepared)
+            uow.commit()
+        return result
+
+    return _extracting_ahead(write)
+
+
+#: Tries of a write whose index rows were extracted before its transaction, when a ``$reindex`` changed
+#: the partition's parameters in between (each try extracts with the registry the one before found).
+_STALE_TRIES = 3
+T = TypeVar("T")
+
+
+def _extracting_ahead(write: Callable[[], T]) -> T:
+    """Run ``write`` again (up to ``_STALE_TRIES``) while its rows extracted ahead are stale (else 409)."""
+    for _ in range(_STALE_TRIES - 1):
+        try:
+            return write()
+        except StaleIndexRows:
+            continue
+    return write()
 
 
 def update(
@@ -193,11 +214,15 @@ def update(
 ) -> WriteResult:
     """Update a resource, or create it with the client's id (index rows extracted before the transaction)."""
     require_type(rtype)
-    prepared = prepare_index(db, partition, rtype, {**resource, "id": rid})
-    with db.unit_of_work(partition) as uow:
-        result = update_in(uow, rtype, rid, raw, resource, if_match=if_match, prepared=prepared)
-        uow.commit()
-    return result
+
+    def write() -> WriteResult:
+        prepared = prepare_index(db, partition, rtype, {**resource, "id": rid})
+        with db.unit_of_work(partition) as uow:
+            result = update_in(uow, rtype, rid, raw, resource, if_match=if_match, prepared=prepared)
+            uow.commit()
+        return result
+
+    return _extracting_ahead(write)
 
 
 def delete(
@@ -220,11 +245,15 @@ def patch(
     transaction uses them if the version is still current, and applies the patch again otherwise.
     """
     require_type(rtype)
-    ahead = _patch_ahead(db, partition, rtype, rid, patch)
-    with db.unit_of_work(partition) as uow:
-        result = patch_in(uow, rtype, rid, patch, if_match=if_match, ahead=ahead)
-        uow.commit()
-    return result
+
+    def write() -> WriteResult:
+        ahead = _patch_ahead(db, partition, rtype, rid, patch)
+        with db.unit_of_work(partition) as uow:
+            result = patch_in(uow, rtype, rid, patch, if_match=if_match, ahead=ahead)
+            uow.commit()
+        return result
+
+    return _extracting_ahead(write)
 
 
 def _patch_ahead(db: Database, partition: str, rtype: str, rid: str, patch: Patch) -> PatchedAhead | None:

@@ -9,6 +9,7 @@ from storage import custom_params as _custom_params  # noqa: F401
 from storage.bulkwrite import BulkResult, NewResource, stamp_new, write_new_resources
 from storage.database import Database
 from storage.repository import PartitionInfo, ResourceRepository, StoredVersion
+from storage.search.index import StaleIndexRows
 from storage.search.prepared import PreparedIndex, prepare_index
 from storage.uow import UnitOfWork
 
@@ -19,6 +20,7 @@ __all__ = [
     "PartitionInfo",
     "PreparedIndex",
     "ResourceRepository",
+    "StaleIndexRows",
     "StoredVersion",
     "UnitOfWork",
     "prepare_index",

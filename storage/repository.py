@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from storage.instants import write_instant
 from storage.models import PartitionRow, ResourceRow
 from storage.search import index_resource, unindex_resource
+from storage.search.index import StaleIndexRows
 from storage.search.prepared import PreparedIndex, remember
 
 log = logging.getLogger(__name__)
@@ -180,16 +181,20 @@ class ResourceRepository:
         )
         assert sid is not None
         if rendered is not None:
-            registry, rows = index_resource(
-                self.session,
-                pid,
-                resource_type,
-                sid,
-                rendered[1],
-                ahead=prepared.ahead if prepared is not None else None,
-            )
+            try:
+                registry, rows = index_resource(
+                    self.session,
+                    pid,
+                    resource_type,
+                    sid,
+                    rendered[1],
+                    ahead=prepared.ahead if prepared is not None else None,
+                )
+            except StaleIndexRows as exc:
+                remember(self.partition, exc.registry)  # what the write tried again extracts with
+                raise
             remember(self.partition, registry)
-            if rows.skipped and (prepared is None or prepared.registry is not registry):
+            if rows.skipped and prepared is None:
                 log.warning(
                     "%s/%s in %s: not indexed, over the evaluation budget: %s",
                     resource_type,

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.errors import Conflict
 from core.fhirpath_guard import TooCostly, evaluation_budget
 from core.fhirpath_limits import PER_RESOURCE_SECONDS
 from storage.search.fhirpath import Accessor, Compiled, Item, Step
@@ -240,6 +241,15 @@ def index_rows_for(
     return rows
 
 
+class StaleIndexRows(Conflict):
+    """Rows extracted ahead of a write came from a registry the partition no longer has (a ``$reindex``
+    changed its parameters meanwhile); the write is rolled back, to be tried again."""
+
+    def __init__(self, registry: SearchRegistry):
+        super().__init__("The partition's search parameters changed during this write; try again")
+        self.registry = registry
+
+
 def _driver_connection(session: Session) -> Any:
     conn = session.connection().connection.driver_connection
     assert conn is not None
@@ -318,11 +328,14 @@ def index_resource(
 
     ``ahead`` holds rows extracted before the transaction and the registry they were extracted with: they
     are written when that is still the partition's registry (read here, after the version was inserted,
-    so that a ``$reindex`` planned meanwhile waits for this transaction); otherwise the rows are extracted
-    again here, within the evaluation budgets.
+    so that a ``$reindex`` planned meanwhile waits for this transaction); otherwise ``StaleIndexRows``
+    is raised (the caller extracts again, outside a transaction). Without ``ahead`` the rows are
+    extracted here, within the evaluation budgets.
     """
     registry = registry_for(session, partition_id)
-    if ahead is not None and ahead[0] is registry:
+    if ahead is not None:
+        if ahead[0] is not registry:
+            raise StaleIndexRows(registry)
         rows = ahead[1].bound(partition_id, surrogate_id)
     else:
         rows = index_rows_for(resource_type, surrogate_id, partition_id, resource, registry=registry)

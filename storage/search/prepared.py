@@ -6,8 +6,10 @@ transaction, its row locks and a pooled connection. ``prepare_index`` extracts a
 content first, with the partition's registry as this process last saw it in a write (``remember``; read
 in a short transaction of its own the first time), and ``storage.search.index.index_resource`` writes
 them in the transaction once it has checked that the registry is still the partition's: when a
-``$reindex`` changed the partition's parameters in between, the rows are extracted again in the
-transaction (bounded by the budgets), and the registry remembered for the next write.
+``$reindex`` changed the partition's parameters in between, the write raises ``StaleIndexRows`` (a
+``Conflict``) after remembering the new registry, and the service extracts again and retries
+(``api/service.py``). Writes that cannot extract ahead (entries of a transaction Bundle, conditional
+writes) extract in their transaction, within the budgets.
 """
 
 from __future__ import annotations
