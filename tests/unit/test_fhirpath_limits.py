@@ -7,6 +7,7 @@ import threading
 import time
 from importlib import resources
 
+import orjson
 import pytest
 from fhirpathpy.models import models
 
@@ -18,6 +19,8 @@ from core.fhirpath_limits import (
     expression_problems,
     search_parameter_issues,
 )
+from core.importrows import LineError, build_record
+from core.importspec import FULL, INITIAL, NONE, STRUCTURAL
 from storage.search import SearchParameterDef, builtin_registry, index_rows_for
 
 CATASTROPHIC = "Patient.name.family.where($this.matches('^(a+)+$'))"
@@ -195,3 +198,28 @@ def test_extraction_leaves_out_the_meta_members_the_server_sets() -> None:
     # Then only the content (meta.source) is indexed: the version is the server's, set in the transaction
     codes = {r[2] for r in rows.by_table["token"]}
     assert "source" in codes and "version" not in codes
+
+
+@pytest.mark.parametrize("validation", [FULL, STRUCTURAL, NONE])
+def test_an_imported_search_parameter_over_a_limit_is_refused_at_every_validation_level(
+    validation: str,
+) -> None:
+    # Given an NDJSON line holding a SearchParameter whose expression repeats .where(true) 300 times
+    line = orjson.dumps(
+        {
+            "resourceType": "SearchParameter",
+            "id": "evil",
+            "url": "https://attacker.example/sp/evil",
+            "name": "evil",
+            "status": "active",
+            "description": "x",
+            "code": "evil",
+            "base": ["Patient"],
+            "type": "string",
+            "expression": "Patient" + ".where(true)" * 300,
+        }
+    )
+    # When the import reads it / Then the line is refused, naming the limit
+    with pytest.raises(LineError) as refused:
+        build_record(0, line, mode=INITIAL, validation=validation)
+    assert any(i.code == "too-costly" and "2048" in i.diagnostics for i in refused.value.issues)
