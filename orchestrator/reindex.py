@@ -5,9 +5,10 @@ indexed by every write from then on), waits for write transactions already in pr
 watermark: every version at or below it is covered by a range, every version above it was indexed by its
 writer with the new parameters. Ranges hold about ``reindex_chunk_rows`` live versions of one type, and
 each records how many it held, and how many resources' worth of work it is (``estimated_rows``, which
-chooses the lane): a type with parameters outside the compiled subset costs ``FALLBACK_WEIGHT`` times
-more per such parameter, so that a reindex of a partition's costly parameters runs in the background lane
-(its own worker pool, at a lower CPU priority) rather than next to other partitions' small jobs.
+chooses the lane, ``weighed_rows``): a parameter outside the compiled subset may spend its whole
+evaluation budget on each resource, hundreds of times the compiled extraction, so that a reindex of a
+partition's costly parameters runs in the background lane (its own worker pool, at a lower CPU priority)
+rather than next to other partitions' small jobs.
 
 ``finish`` adds up what the ranges reindexed and what was replaced since planning; fewer than planned fails
 the reindex (the new parameters stay not searchable). Otherwise the new parameters become ``active``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from core.fhirpath_limits import PER_EVALUATION_SECONDS, PER_RESOURCE_SECONDS
 from core.jobs import PermanentJobError
 from core.settings import Settings
 from orchestrator.registry import register_planner
@@ -31,9 +33,17 @@ from storage.search.registry import registry_for
 log = logging.getLogger(__name__)
 KIND = "reindex"
 WAIT_FOR_WRITERS_SECONDS = 60.0
-#: How many resources' worth of work one parameter evaluated by fhirpathpy is (about 100x slower than the
-#: compiled extraction of every official parameter of a resource).
-FALLBACK_WEIGHT = 100
+#: About what the compiled extraction of every official parameter of one resource costs (bench/reindex.py).
+EXTRACTION_SECONDS = 1e-4
+
+
+def weighed_rows(rows: int, costly: int) -> int:
+    """Return how many resources' worth of work ``rows`` resources are with ``costly`` parameters that
+    fhirpathpy evaluates, each at its whole budget (``core/fhirpath_limits.py``)."""
+    if costly <= 0:
+        return rows
+    worst = min(costly * PER_EVALUATION_SECONDS, PER_RESOURCE_SECONDS)
+    return rows * (1 + round(worst / EXTRACTION_SECONDS))
 
 
 class PlanContext(Protocol):
@@ -89,7 +99,7 @@ def plan_reindex(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
                 "low": r.low,
                 "high": r.high,
                 "rows": r.rows,
-                "estimated_rows": r.rows * (1 + FALLBACK_WEIGHT * costly.get(r.resource_type, 0)),
+                "estimated_rows": weighed_rows(r.rows, costly.get(r.resource_type, 0)),
                 "watermark": watermark,
             }
         )
