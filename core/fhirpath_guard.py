@@ -94,6 +94,36 @@ def evaluation_budget(seconds: float) -> Iterator[None]:
         _state.deadline = outer
 
 
+class TransactionBudget:
+    """A budget its owner starts and stops (a unit of work: when its transaction begins and ends).
+
+    Every bounded evaluation of the thread between ``start`` and ``stop`` shares it (nested budgets never
+    reach past it), so that the FHIRPath one transaction evaluates in total stays well below the database's
+    idle-in-transaction limit, however many resources it writes.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._active = False
+        self._outer: float | None = None
+
+    def start(self) -> None:
+        """Start the budget now (restarting it if it runs)."""
+        self.stop()
+        _install()
+        now = time.thread_time()
+        self._outer = _state.deadline
+        self._active = True
+        mine = now + self.seconds
+        _state.deadline = mine if self._outer is None else min(self._outer, mine)
+
+    def stop(self) -> None:
+        """End the budget (the enclosing one, if any, applies again)."""
+        if self._active:
+            _state.deadline = self._outer
+            self._active = False
+
+
 @lru_cache(maxsize=256)
 def linear_regex(pattern: str, *, dot_all: bool = False) -> Any:
     """Compile ``pattern`` with RE2 (linear-time matching); raise ValueError if RE2 cannot compile it."""
@@ -159,4 +189,11 @@ def compile_bounded(
     return run
 
 
-__all__ = ["USER_FUNCTIONS", "TooCostly", "compile_bounded", "evaluation_budget", "linear_regex"]
+__all__ = [
+    "USER_FUNCTIONS",
+    "TooCostly",
+    "TransactionBudget",
+    "compile_bounded",
+    "evaluation_budget",
+    "linear_regex",
+]

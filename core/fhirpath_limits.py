@@ -17,7 +17,10 @@ tree 42 nodes, the most function calls 44):
 What stays allowed is then bounded while it runs (``core/fhirpath_guard.py``): each evaluation of an
 expression outside the compiled subset on one resource gets ``PER_EVALUATION_SECONDS`` of CPU, and all
 of a resource's custom parameters together ``PER_RESOURCE_SECONDS``; past either, that parameter is not
-indexed for that resource and the skip is counted (``storage/search/index.py``).
+indexed for that resource and the skip is counted (``storage/search/index.py``). FHIRPath evaluated inside a
+database transaction (what cannot be extracted before it: entries of a transaction Bundle, conditional
+writes, import and bulk-update batches) shares ``PER_TRANSACTION_SECONDS`` of the thread's CPU time from the
+transaction's start, well below the database's idle-in-transaction limit (``storage/uow.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ UNBOUNDED_FUNCTIONS = frozenset({"repeat", "descendants", "aggregate", "trace"})
 REGEX_FUNCTIONS = frozenset({"matches", "replaceMatches"})
 PER_EVALUATION_SECONDS = 0.05
 PER_RESOURCE_SECONDS = 0.2
+PER_TRANSACTION_SECONDS = 10.0
 
 
 def _children(node: dict[str, Any]) -> list[dict[str, Any]]:
@@ -163,6 +167,7 @@ __all__ = [
     "MAX_REGEX_CHARS",
     "PER_EVALUATION_SECONDS",
     "PER_RESOURCE_SECONDS",
+    "PER_TRANSACTION_SECONDS",
     "UNBOUNDED_FUNCTIONS",
     "expression_problems",
     "search_parameter_issues",

@@ -3,7 +3,9 @@
 The transaction begins with the unit of work's first statement, not when the block is entered or when a
 commit ends the previous one (the partition is set by the session's ``after_begin`` hook): work done
 between statements before the first one, such as validating the resource a write stores, holds no open
-transaction, and neither does a worker that commits one batch and reads or computes the next.
+transaction, and neither does a worker that commits one batch and reads or computes the next. From its
+start to its end, a transaction's FHIRPath evaluations share one budget (``PER_TRANSACTION_SECONDS``,
+``core/fhirpath_limits.py``), past which a partition's costly parameters are skipped for the rest of it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from core.errors import Conflict, ServiceUnavailable
+from core.fhirpath_guard import TransactionBudget
+from core.fhirpath_limits import PER_TRANSACTION_SECONDS
 from storage.repository import ResourceRepository
 
 # Deadlock, serialization failure and lock timeout: the transaction lost a race with another one and can
@@ -55,6 +59,7 @@ class UnitOfWork:
         self.engine = engine
         self.partition = partition
         self._session: Session | None = None
+        self._budget = TransactionBudget(PER_TRANSACTION_SECONDS)
 
     def __enter__(self) -> UnitOfWork:
         self._session = Session(self.engine, expire_on_commit=False)
@@ -65,6 +70,7 @@ class UnitOfWork:
     def _set_partition(self, _session: Session, _tx: SessionTransaction, connection: Connection) -> Any:
         """Scope each transaction to the partition as it begins (``set_config`` local to the transaction)."""
         connection.execute(text("SELECT set_config('bulkhead.partition', :p, true)"), {"p": self.partition})
+        self._budget.start()
 
     @property
     def session(self) -> Session:
@@ -77,16 +83,19 @@ class UnitOfWork:
         try:
             self.session.commit()
         except DBAPIError as exc:
+            self._budget.stop()
             self.session.rollback()
             if _lost_a_race(exc):
                 raise Conflict(_CONFLICT) from exc
             if timed_out(exc):
                 raise ServiceUnavailable(_TIMED_OUT, retry_after=5) from exc
             raise
+        self._budget.stop()
 
     def rollback(self) -> None:
         """Throw away everything since the last commit."""
         self.session.rollback()
+        self._budget.stop()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -95,6 +104,7 @@ class UnitOfWork:
         try:
             self._session.rollback()
         finally:
+            self._budget.stop()
             self._session.close()
             self._session = None
         if _lost_a_race(exc):

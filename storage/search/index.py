@@ -155,10 +155,16 @@ def _content(resource: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
-def _loose(plan: _Plan, resource: dict[str, Any], found: Found, skipped: Counter[str]) -> None:
-    """Run the branches that start anywhere but a plain key (each bounded one within its budgets)."""
+def _loose(
+    plan: _Plan, resource: dict[str, Any], found: Found, skipped: Counter[str], *, bounded: bool = True
+) -> None:
+    """Run the branches that start anywhere but a plain key (each bounded one within its budgets; with
+    ``bounded`` false, those are skipped)."""
     for entry in plan.loose:
         if entry.keys is not None and entry.keys.isdisjoint(resource):
+            continue
+        if entry.bounded and not bounded:
+            skipped.update(entry.codes)
             continue
         try:
             items = entry.accessor(resource) if entry.accessor is not None else []
@@ -223,11 +229,13 @@ def index_rows_for(
     if not plan.bounded:
         _loose(plan, resource, found, rows.skipped)
     else:
+        before = len(found)
         try:
             with evaluation_budget(PER_RESOURCE_SECONDS):
                 _loose(plan, resource, found, rows.skipped)
-        except TooCostly:  # pragma: no cover - each bounded branch catches its own
-            pass
+        except TooCostly:  # an enclosing budget (the transaction's) is spent: no fhirpathpy for this one
+            del found[before:]
+            _loose(plan, resource, found, rows.skipped, bounded=False)
     for entry, items in found:
         try:
             values = entry.convert(items)

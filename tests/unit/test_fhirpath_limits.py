@@ -11,7 +11,7 @@ import orjson
 import pytest
 from fhirpathpy.models import models
 
-from core.fhirpath_guard import TooCostly, compile_bounded, evaluation_budget
+from core.fhirpath_guard import TooCostly, TransactionBudget, compile_bounded, evaluation_budget
 from core.fhirpath_limits import (
     MAX_DEPTH,
     MAX_EXPRESSION_CHARS,
@@ -21,7 +21,7 @@ from core.fhirpath_limits import (
 )
 from core.importrows import LineError, build_record
 from core.importspec import FULL, INITIAL, NONE, STRUCTURAL
-from storage.search import SearchParameterDef, builtin_registry, index_rows_for
+from storage.search import IndexRows, SearchParameterDef, builtin_registry, index_rows_for
 
 CATASTROPHIC = "Patient.name.family.where($this.matches('^(a+)+$'))"
 _CHARS = "%context.name.first().family.toChars()"
@@ -223,3 +223,29 @@ def test_an_imported_search_parameter_over_a_limit_is_refused_at_every_validatio
     with pytest.raises(LineError) as refused:
         build_record(0, line, mode=INITIAL, validation=validation)
     assert any(i.code == "too-costly" and "2048" in i.diagnostics for i in refused.value.issues)
+
+
+def test_a_transactions_budget_bounds_all_its_evaluations_together_and_ends_with_it() -> None:
+    # Given the cubic custom parameter and a transaction budget of 0.2 s
+    cubic = SearchParameterDef(
+        code="cubic", url="https://example.org/sp/cubic", type="number", base=("Patient",), expression=CUBIC
+    )
+    registry = builtin_registry().extended([cubic])
+    budget = TransactionBudget(0.2)
+    budget.start()
+    try:
+        # When twenty Patients with long names are extracted in it
+        started = time.thread_time()
+        rows = IndexRows()
+        for i in range(20):
+            index_rows_for("Patient", i, 3, patient("Vanderbergholt-Smithers"), registry=registry, into=rows)
+        spent = time.thread_time() - started
+    finally:
+        budget.stop()
+    # Then every one skips the parameter, and together they spent about the transaction's budget, not 20x50 ms
+    assert dict(rows.skipped) == {"cubic": 20}
+    assert spent < 0.6
+    assert [r for r in rows.by_table["string"] if r[2] == "family"]
+    # And once the transaction's budget has ended, a resource gets its own budgets again
+    short = index_rows_for("Patient", 99, 3, patient("Smith"), registry=registry)
+    assert dict(short.skipped) == {}
