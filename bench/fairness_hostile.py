@@ -15,7 +15,7 @@ worker pools of one process with 4 threads (the foreground and the background la
 3. busy: H's reindex is kicked off, B's export ``--delay`` seconds later; B's time is taken, then H's
    writes are timed while the reindex still runs, then the reindex is waited for.
 
-``python -m bench fairness_hostile [--hostile 5000] [--small 10000] [--runs 3] [--record]``
+``python -m bench fairness_hostile [--hostile 10000] [--small 10000] [--runs 3] [--record]``
 """
 
 from __future__ import annotations

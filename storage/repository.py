@@ -191,9 +191,9 @@ class ResourceRepository:
                     ahead=prepared.ahead if prepared is not None else None,
                 )
             except StaleIndexRows as exc:
-                remember(self.partition, exc.registry)  # what the write tried again extracts with
+                remember(self._url(), self.partition, exc.registry)  # what the write tried again uses
                 raise
-            remember(self.partition, registry)
+            remember(self._url(), self.partition, registry)
             if rows.skipped and prepared is None:
                 log.warning(
                     "%s/%s in %s: not indexed, over the evaluation budget: %s",
@@ -204,6 +204,10 @@ class ResourceRepository:
                     extra={"partition": self.partition},
                 )
         return StoredVersion(sid, resource_type, resource_id, number, when, rendered is None, raw)
+
+    def _url(self) -> str:
+        bind = self.session.get_bind()
+        return str(bind.engine.url)
 
     def history(
         self,

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _REMEMBERED = 1024
-_registries: OrderedDict[str, SearchRegistry] = OrderedDict()
+_registries: OrderedDict[tuple[str, str], SearchRegistry] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -45,23 +45,25 @@ class PreparedIndex:
         return self.registry, self.rows
 
 
-def remember(partition: str, registry: SearchRegistry) -> None:
+def remember(database_url: str, partition: str, registry: SearchRegistry) -> None:
     """Remember ``registry`` as the one a write of ``partition`` found (for the next write's extraction)."""
+    key = (database_url, partition)
     with _lock:
-        _registries[partition] = registry
-        _registries.move_to_end(partition)
+        _registries[key] = registry
+        _registries.move_to_end(key)
         while len(_registries) > _REMEMBERED:
             _registries.popitem(last=False)
 
 
 def _registry(database: Database, partition: str) -> SearchRegistry:
+    url = str(database.engine.url)
     with _lock:
-        found = _registries.get(partition)
+        found = _registries.get((url, partition))
     if found is not None:
         return found
     with database.unit_of_work(partition) as uow:
         registry = registry_for(uow.session, uow.resources.partition_id())
-    remember(partition, registry)
+    remember(url, partition, registry)
     return registry
 
 
