@@ -4,16 +4,17 @@ Two things make fhirpathpy unsafe on expressions a tenant writes (a custom Searc
 a FHIRPath Patch path), and both are fixed here, for every caller:
 
 - ``matches()`` and ``replaceMatches()`` use Python's backtracking ``re``: ``'^(a+)+$'`` on forty ``a``
-  and a ``!`` runs for minutes inside one C call that holds the interpreter lock, so no other thread of
-  the process (a job's heartbeat, another tenant's request) runs meanwhile. ``compile_bounded`` registers
+  and a ``!`` takes a time that doubles with every ``a``, in one C call that holds the interpreter lock,
+  so no other thread of the process (a job's heartbeat, another tenant's request) runs meanwhile. ``compile_bounded`` registers
   both functions in the evaluation's user-function table (fhirpathpy looks that table up before its own)
   with implementations on RE2, whose matching time is linear in the input and which releases the lock.
 - Evaluation time has no bound. fhirpathpy evaluates an expression by recursing through
   ``fhirpathpy.engine.do_eval``, which every evaluator calls through the module attribute; ``_install``
   wraps that attribute once, so that inside ``evaluation_budget(seconds)`` every 16th node checks the
   thread's CPU time (``time.thread_time``: time the thread ran, not time it waited for a core on a busy
-  machine) and raises ``TooCostly`` past the deadline. Outside a budget the wrapper only counts nothing
-  and calls through. A ``RecursionError`` during a bounded evaluation is a ``TooCostly`` too.
+  machine) and raises ``TooCostly`` past the deadline. Outside a budget the wrapper just calls through.
+  A ``RecursionError`` during a bounded evaluation is a ``TooCostly`` too. ``TransactionBudget`` is the
+  same bound started and stopped by a unit of work, for everything its transaction evaluates.
 
 The limits an expression must meet before it is stored or evaluated are in ``core/fhirpath_limits.py``.
 """
