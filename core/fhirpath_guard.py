@@ -5,9 +5,10 @@ a FHIRPath Patch path), and both are fixed here, for every caller:
 
 - ``matches()`` and ``replaceMatches()`` use Python's backtracking ``re``: ``'^(a+)+$'`` on forty ``a``
   and a ``!`` takes a time that doubles with every ``a``, in one C call that holds the interpreter lock,
-  so no other thread of the process (a job's heartbeat, another tenant's request) runs meanwhile. ``compile_bounded`` registers
-  both functions in the evaluation's user-function table (fhirpathpy looks that table up before its own)
-  with implementations on RE2, whose matching time is linear in the input and which releases the lock.
+  so no other thread of the process (a job's heartbeat, another tenant's request) runs meanwhile.
+  ``compile_bounded`` registers both functions in the evaluation's user-function table (fhirpathpy looks
+  that table up before its own) with implementations on RE2, whose matching time is linear in the input
+  and which releases the lock.
 - Evaluation time has no bound. fhirpathpy evaluates an expression by recursing through
   ``fhirpathpy.engine.do_eval``, which every evaluator calls through the module attribute; ``_install``
   wraps that attribute once, so that inside ``evaluation_budget(seconds)`` every 16th node checks the
