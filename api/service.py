@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed, Unprocessable
 from core.fhirdates import format_instant
@@ -13,7 +14,7 @@ from core.fhirjson import dump_with, parse_object
 from core.fhirpatch import patched_bytes
 from core.fhirtypes import require_type
 from core.validation import validate_id, validate_resource
-from storage import Database, StoredVersion, UnitOfWork
+from storage import Database, PreparedIndex, StaleIndexRows, StoredVersion, UnitOfWork, prepare_index
 
 if TYPE_CHECKING:
     from services.patching import Patch
@@ -39,13 +40,21 @@ def _render(raw: bytes, resource: dict[str, Any], rid: str):  # type: ignore[no-
 
 
 def create_in(
-    uow: UnitOfWork, rtype: str, raw: bytes, resource: dict[str, Any], *, rid: str | None = None
+    uow: UnitOfWork,
+    rtype: str,
+    raw: bytes,
+    resource: dict[str, Any],
+    *,
+    rid: str | None = None,
+    prepared: PreparedIndex | None = None,
 ) -> WriteResult:
     """Create a resource with a server-assigned id (``rid`` when one was assigned ahead, as a
-    transaction does to resolve references) inside an open unit of work."""
+    transaction does to resolve references) inside an open unit of work.
+
+    ``prepared``: its index rows, extracted before the transaction (``prepare_index``)."""
     validate_resource(resource, rtype)
     rid = rid or str(uuid.uuid4())
-    stored = uow.resources.write(rtype, rid, _render(raw, resource, rid), previous=None)
+    stored = uow.resources.write(rtype, rid, _render(raw, resource, rid), previous=None, prepared=prepared)
     return WriteResult(stored, True)
 
 
@@ -57,6 +66,7 @@ def update_in(
     resource: dict[str, Any],
     *,
     if_match: int | None = None,
+    prepared: PreparedIndex | None = None,
 ) -> WriteResult:
     """Update (or create with the client's id) a resource inside an open unit of work."""
     validate_id(rid)
@@ -74,7 +84,9 @@ def update_in(
         raise PreconditionFailed(
             f"If-Match asked for version {if_match} but the current version is {current_version or 'none'}"
         )
-    stored = uow.resources.write(rtype, rid, _render(raw, resource, rid), previous=previous)
+    stored = uow.resources.write(
+        rtype, rid, _render(raw, resource, rid), previous=previous, prepared=prepared
+    )
     return WriteResult(stored, previous is None or previous.deleted)
 
 
@@ -94,13 +106,30 @@ def _locked_current(uow: UnitOfWork, rtype: str, rid: str) -> StoredVersion | No
     raise Conflict(f"{rtype}/{rid} kept changing while it was being patched; try again")
 
 
+@dataclass(frozen=True)
+class PatchedAhead:
+    """A patch applied before the write's transaction: to which version, the result and its index rows."""
+
+    version: int
+    before: dict[str, Any]
+    after: dict[str, Any]
+    prepared: PreparedIndex
+
+
 def patch_in(
-    uow: UnitOfWork, rtype: str, rid: str, patch: Patch, *, if_match: int | None = None
+    uow: UnitOfWork,
+    rtype: str,
+    rid: str,
+    patch: Patch,
+    *,
+    if_match: int | None = None,
+    ahead: PatchedAhead | None = None,
 ) -> WriteResult:
     """Apply a patch to the current version inside an open unit of work; store the result as a new version.
 
     The patched resource is validated like an update (422, nothing stored); members the patch left alone keep
-    their stored bytes.
+    their stored bytes. ``ahead`` is the patch applied (and the result's index rows extracted) before the
+    transaction: used when the version it was applied to is still the current one.
     """
     validate_id(rid)
     previous = _locked_current(uow, rtype, rid)
@@ -114,8 +143,12 @@ def patch_in(
         )
     stored_raw = previous.raw
     assert stored_raw is not None
-    before = parse_object(stored_raw)
-    after = patch.apply(before)
+    prepared: PreparedIndex | None = None
+    if ahead is not None and ahead.version == previous.version:
+        before, after, prepared = ahead.before, ahead.after, ahead.prepared
+    else:
+        before = parse_object(stored_raw)
+        after = patch.apply(before)
     if after.get("resourceType") != rtype or after.get("id") != rid:
         raise Unprocessable("A patch cannot change the resource's resourceType or id")
     validate_resource(after, rtype)
@@ -124,7 +157,7 @@ def patch_in(
         meta = {**(after.get("meta") or {}), "versionId": str(version), "lastUpdated": format_instant(when)}
         return patched_bytes(stored_raw, before, after, version, when), {**after, "meta": meta}
 
-    return WriteResult(uow.resources.write(rtype, rid, render, previous=previous), False)
+    return WriteResult(uow.resources.write(rtype, rid, render, previous=previous, prepared=prepared), False)
 
 
 def delete_in(uow: UnitOfWork, rtype: str, rid: str, *, if_match: int | None = None) -> StoredVersion | None:
@@ -139,12 +172,34 @@ def delete_in(uow: UnitOfWork, rtype: str, rid: str, *, if_match: int | None = N
 
 
 def create(db: Database, partition: str, rtype: str, raw: bytes, resource: dict[str, Any]) -> WriteResult:
-    """Create a resource with a server-assigned id."""
+    """Create a resource with a server-assigned id (its index rows extracted before the transaction)."""
     require_type(rtype)
-    with db.unit_of_work(partition) as uow:
-        result = create_in(uow, rtype, raw, resource)
-        uow.commit()
-    return result
+    rid = str(uuid.uuid4())
+
+    def write() -> WriteResult:
+        prepared = prepare_index(db, partition, rtype, {**resource, "id": rid})
+        with db.unit_of_work(partition) as uow:
+            result = create_in(uow, rtype, raw, resource, rid=rid, prepared=prepared)
+            uow.commit()
+        return result
+
+    return _extracting_ahead(write)
+
+
+#: Tries of a write whose index rows were extracted before its transaction, when a ``$reindex`` changed
+#: the partition's parameters in between (each try extracts with the registry the one before found).
+_STALE_TRIES = 3
+T = TypeVar("T")
+
+
+def _extracting_ahead(write: Callable[[], T]) -> T:
+    """Run ``write`` again (up to ``_STALE_TRIES``) while its rows extracted ahead are stale (else 409)."""
+    for _ in range(_STALE_TRIES - 1):
+        try:
+            return write()
+        except StaleIndexRows:
+            continue
+    return write()
 
 
 def update(
@@ -157,12 +212,17 @@ def update(
     *,
     if_match: int | None = None,
 ) -> WriteResult:
-    """Update a resource, or create it with the client's id."""
+    """Update a resource, or create it with the client's id (index rows extracted before the transaction)."""
     require_type(rtype)
-    with db.unit_of_work(partition) as uow:
-        result = update_in(uow, rtype, rid, raw, resource, if_match=if_match)
-        uow.commit()
-    return result
+
+    def write() -> WriteResult:
+        prepared = prepare_index(db, partition, rtype, {**resource, "id": rid})
+        with db.unit_of_work(partition) as uow:
+            result = update_in(uow, rtype, rid, raw, resource, if_match=if_match, prepared=prepared)
+            uow.commit()
+        return result
+
+    return _extracting_ahead(write)
 
 
 def delete(
@@ -179,12 +239,38 @@ def delete(
 def patch(
     db: Database, partition: str, rtype: str, rid: str, patch: Patch, *, if_match: int | None = None
 ) -> WriteResult:
-    """Patch the current version of a resource (404 unknown, 410 deleted, 412 stale If-Match, 422 invalid)."""
+    """Patch the current version of a resource (404 unknown, 410 deleted, 412 stale If-Match, 422 invalid).
+
+    The patch is applied, and the result's index rows extracted, before the write's transaction; the
+    transaction uses them if the version is still current, and applies the patch again otherwise.
+    """
     require_type(rtype)
+
+    def write() -> WriteResult:
+        ahead = _patch_ahead(db, partition, rtype, rid, patch)
+        with db.unit_of_work(partition) as uow:
+            result = patch_in(uow, rtype, rid, patch, if_match=if_match, ahead=ahead)
+            uow.commit()
+        return result
+
+    return _extracting_ahead(write)
+
+
+def _patch_ahead(db: Database, partition: str, rtype: str, rid: str, patch: Patch) -> PatchedAhead | None:
+    """Apply ``patch`` to the current version outside a transaction; None when ``patch_in`` must decide."""
+    validate_id(rid)
     with db.unit_of_work(partition) as uow:
-        result = patch_in(uow, rtype, rid, patch, if_match=if_match)
-        uow.commit()
-    return result
+        current = uow.resources.current(rtype, rid)
+    if current is None or current.deleted or current.raw is None:
+        return None
+    before = parse_object(current.raw)
+    try:
+        after = patch.apply(before)
+    except (InvalidRequest, Unprocessable):
+        return None  # applied again in the transaction, which answers the error
+    if after.get("resourceType") != rtype or after.get("id") != rid:
+        return None
+    return PatchedAhead(current.version, before, after, prepare_index(db, partition, rtype, after))
 
 
 def read(db: Database, partition: str, rtype: str, rid: str) -> StoredVersion:

@@ -4,7 +4,9 @@ FHIRPath Patch needs more than the values a path selects: it needs their places 
 and the list position) to replace, delete or insert there. ``navigate`` walks the subset of FHIRPath that
 patch paths use — member names (choice elements by their short name: ``Observation.value``), ``[n]``,
 ``first()``, ``last()``, ``tail()``, ``single()``, ``ofType(T)``, ``extension('url')`` and
-``where(criteria)`` — and evaluates the ``where`` criteria with fhirpathpy on each candidate element.
+``where(criteria)`` — and evaluates the ``where`` criteria with fhirpathpy on each candidate element, within
+the limits on tenants' FHIRPath (``core/fhirpath_limits.py``: refused expressions, RE2 regexes, a CPU budget
+per evaluation; refused or over budget is 422).
 
 Element cardinalities and types come from ``core/data/element_types.json.gz``, derived from the snapshots of
 the official R4 (4.0.1) StructureDefinitions of every resource and complex data type: for each element path
@@ -17,11 +19,13 @@ import gzip
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
 from core.errors import InvalidRequest, Unprocessable
+from core.fhirpath_guard import TooCostly, compile_bounded
+from core.fhirpath_limits import PER_EVALUATION_SECONDS, expression_problems
 
 _CONTAINERS = frozenset({"BackboneElement", "Element"})
 
@@ -172,12 +176,14 @@ def _split_index(step: str) -> tuple[str, int | None]:
     return step, None
 
 
-@cache
-def _criteria(expression: str) -> Callable[..., list[Any]]:
-    from fhirpathpy import compile as fp_compile
-
+@lru_cache(maxsize=256)
+def _criteria(expression: str) -> Callable[[Any], list[Any]]:
+    """Compile patch-path criteria, within the limits on tenants' FHIRPath (RE2 regexes, a CPU budget)."""
+    problems = expression_problems(expression)
+    if problems:
+        raise Unprocessable(f"The criteria {expression!r} are refused: {'; '.join(problems)}")
     try:
-        return fp_compile(expression)
+        return compile_bounded(expression, seconds=PER_EVALUATION_SECONDS)
     except Exception as exc:  # fhirpathpy raises assorted parser errors
         raise InvalidRequest(f"Invalid FHIRPath criteria {expression!r}: {exc}") from None
 
@@ -185,8 +191,10 @@ def _criteria(expression: str) -> Callable[..., list[Any]]:
 def _matches(expression: str, value: Any) -> bool:
     try:
         result = _criteria(expression)(value)
-    except InvalidRequest:
+    except (InvalidRequest, Unprocessable):
         raise
+    except TooCostly:
+        raise Unprocessable(f"The criteria {expression!r} ran past the evaluation budget") from None
     except Exception as exc:  # evaluation errors of user criteria
         raise Unprocessable(f"The criteria {expression!r} failed: {exc}") from None
     return bool(result == [True])

@@ -31,6 +31,7 @@ import orjson
 from core.errors import InvalidRequest, Issue
 from core.fhirdates import format_instant
 from core.fhirjson import dump_with
+from core.fhirpath_limits import search_parameter_issues
 from core.fhirtypes import resource_types
 from core.importspec import FULL, INITIAL, NONE, STRUCTURAL
 from core.validation import ID_PATTERN, full_issues, structural_issues
@@ -162,6 +163,8 @@ def build_record(
             _references(resource, str(resource.get("resourceType")), issues)
     else:
         issues = _trusted_issues(resource, expected_type)
+    # At every validation level: a bound on the FHIRPath the server will evaluate, not validation.
+    issues = issues + search_parameter_issues(resource)
     if issues:
         raise LineError(issues)
     rtype = resource["resourceType"]

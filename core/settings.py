@@ -83,6 +83,9 @@ class Settings:
     tenant_header: str = "X-Tenant-ID"
     metrics_require_auth: bool = True
     migration_database_url: str | None = None
+    # Server-side limits on every application connection (storage/db.py); 0 switches one off.
+    database_statement_timeout_seconds: float = 300.0
+    database_idle_in_transaction_timeout_seconds: float = 60.0
     database_app_role: str = "bulkhead_app"
     database_app_password: str | None = None
     # The administrative connection (cross-partition work after an administrator check, the job machinery's

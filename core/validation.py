@@ -20,6 +20,7 @@ from functools import cache
 from typing import Any
 
 from core.errors import InvalidRequest, Issue, Unprocessable
+from core.fhirpath_limits import search_parameter_issues
 from core.r4structure import Walk, definitions, walk_resource
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -187,10 +188,12 @@ def validate_resource(
 ) -> None:
     """Raise Unprocessable naming each problem of ``resource``, or return if it is valid.
 
-    A missing resourceType, or one that is not ``expected_type``, is a bad request (InvalidRequest).
+    A missing resourceType, or one that is not ``expected_type``, is a bad request (InvalidRequest). A
+    SearchParameter whose expression breaks the limits on tenants' FHIRPath is refused at every level
+    (``core/fhirpath_limits.py``): that is not validation but a bound on what the server will evaluate.
     """
     rtype = check_resource_type(resource, expected_type)
-    issues = resource_issues(resource, expected_type, mode)
+    issues = resource_issues(resource, expected_type, mode) + search_parameter_issues(resource)
     if issues:
         raise Unprocessable(f"The {rtype} is invalid", issues=issues)
 

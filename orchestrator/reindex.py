@@ -4,7 +4,11 @@ Planning records the partition's SearchParameter resources (new or changed ones 
 indexed by every write from then on), waits for write transactions already in progress to end, and takes a
 watermark: every version at or below it is covered by a range, every version above it was indexed by its
 writer with the new parameters. Ranges hold about ``reindex_chunk_rows`` live versions of one type, and
-each records how many it held.
+each records how many it held, and how many resources' worth of work it is (``estimated_rows``, which
+chooses the lane, ``weighed_rows``): a parameter outside the compiled subset may spend its whole
+evaluation budget on each resource, hundreds of times the compiled extraction, so that a reindex of a
+partition's costly parameters runs in the background lane (its own worker pool, at a lower CPU priority)
+rather than next to other partitions' small jobs.
 
 ``finish`` adds up what the ranges reindexed and what was replaced since planning; fewer than planned fails
 the reindex (the new parameters stay not searchable). Otherwise the new parameters become ``active``.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from core.fhirpath_limits import PER_EVALUATION_SECONDS, PER_RESOURCE_SECONDS
 from core.jobs import PermanentJobError
 from core.settings import Settings
 from orchestrator.registry import register_planner
@@ -23,10 +28,22 @@ from storage.bulkedit import live_ranges
 from storage.custom_params import activate, refresh
 from storage.export_planning import wait_for_writers
 from storage.importwrite import import_watermark
+from storage.search.registry import registry_for
 
 log = logging.getLogger(__name__)
 KIND = "reindex"
 WAIT_FOR_WRITERS_SECONDS = 60.0
+#: About what the compiled extraction of every official parameter of one resource costs (bench/reindex.py).
+EXTRACTION_SECONDS = 1e-4
+
+
+def weighed_rows(rows: int, costly: int) -> int:
+    """Return how many resources' worth of work ``rows`` resources are with ``costly`` parameters that
+    fhirpathpy evaluates, each at its whole budget (``core/fhirpath_limits.py``)."""
+    if costly <= 0:
+        return rows
+    worst = min(costly * PER_EVALUATION_SECONDS, PER_RESOURCE_SECONDS)
+    return rows * (1 + round(worst / EXTRACTION_SECONDS))
 
 
 class PlanContext(Protocol):
@@ -59,6 +76,11 @@ def plan_reindex(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
             low=int(d.get("from_surrogate_id") or 0),
             high=watermark,
         )
+        registry = registry_for(uow.session, uow.resources.partition_id())
+        costly = {
+            t: sum(1 for p in registry.for_type(t).values() if p.indexed and p.mode == "fhirpathpy")
+            for t in {r.resource_type for r in ranges}
+        }
     parts: list[dict[str, Any]] = [
         {
             "part": "parameters",
@@ -77,6 +99,7 @@ def plan_reindex(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
                 "low": r.low,
                 "high": r.high,
                 "rows": r.rows,
+                "estimated_rows": weighed_rows(r.rows, costly.get(r.resource_type, 0)),
                 "watermark": watermark,
             }
         )
@@ -110,8 +133,11 @@ def finish_reindex(ctx: PlanContext, job: Any, parts: list[Any]) -> dict[str, An
         active = activate(uow, str(job.id))
         uow.commit()
     counts: dict[str, int] = {}
+    skipped: dict[str, int] = {}
     for r in ranges:
         counts[r["type"]] = counts.get(r["type"], 0) + int(r["reindexed"])
+        for code, n in (r.get("skipped") or {}).items():
+            skipped[code] = skipped.get(code, 0) + int(n)
     log.info(
         "reindex of %s complete: %s resources; now searchable: %s",
         ctx.partition,
@@ -125,6 +151,8 @@ def finish_reindex(ctx: PlanContext, job: Any, parts: list[Any]) -> dict[str, An
         "planned": planned,
         "reindexed": reindexed,
         "replacedDuringReindex": replaced,
+        # Resources a parameter was not indexed for: its evaluation ran past the budget on them.
+        "skipped": dict(sorted(skipped.items())),
         "searchParameters": {
             "activated": active,
             "unchanged": params.get("unchanged", []),

@@ -9,6 +9,8 @@ from storage import custom_params as _custom_params  # noqa: F401
 from storage.bulkwrite import BulkResult, NewResource, stamp_new, write_new_resources
 from storage.database import Database
 from storage.repository import PartitionInfo, ResourceRepository, StoredVersion
+from storage.search.index import StaleIndexRows
+from storage.search.prepared import PreparedIndex, prepare_index
 from storage.uow import UnitOfWork
 
 __all__ = [
@@ -16,9 +18,12 @@ __all__ = [
     "Database",
     "NewResource",
     "PartitionInfo",
+    "PreparedIndex",
     "ResourceRepository",
+    "StaleIndexRows",
     "StoredVersion",
     "UnitOfWork",
+    "prepare_index",
     "stamp_new",
     "write_new_resources",
 ]

@@ -10,7 +10,9 @@ partition policy like every tenant table, and every query names the partition.
 
 A SearchParameter is used when its status is not ``retired``, it has a ``url``, a ``code`` (not starting with
 ``_``), a ``type`` Bulkhead indexes (string, token, date, reference, number, quantity, uri), resource types
-in ``base`` and an ``expression`` that applies to at least one of them. Others are reported and skipped.
+in ``base`` and an ``expression`` within the limits of ``core/fhirpath_limits.py`` (a write refuses one
+that is not, with 422; one stored before the limits existed is rejected here) that applies to at least one
+of them. Others are reported and skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from core.fhirpath_limits import expression_problems
 from core.fhirtypes import resource_types
 from storage.search.fhirpath import compile_expression
 from storage.search.registry import INDEXED_TYPES, SearchParameterDef, register_custom_source
@@ -78,6 +81,9 @@ def definition_of(resource: dict[str, Any]) -> dict[str, Any]:
     expression = resource.get("expression")
     if not isinstance(expression, str) or not expression.strip():
         raise ValueError("it has no FHIRPath expression")
+    problems = expression_problems(expression)
+    if problems:
+        raise ValueError(f"its expression is refused: {'; '.join(problems)}")
     concrete = sorted(resource_types()) if set(base) & _ABSTRACT else base
     if not any(compile_expression(expression, rtype).accessor is not None for rtype in concrete):
         raise ValueError(f"its expression {expression!r} applies to none of {', '.join(base)}")

@@ -16,7 +16,11 @@ from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from core.settings import Settings
-from storage.db import make_engine
+from storage.db import (
+    DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+    DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+    make_engine,
+)
 from storage.migrate import upgrade
 from storage.models import ResourceRow
 from storage.repository import PartitionInfo, list_partitions
@@ -37,29 +41,48 @@ class Database:
     """One PostgreSQL database holding every partition.
 
     ``admin_url`` defaults to ``url`` with its user replaced by ``bulkhead_admin`` (and no password); the
-    administrative engine connects on first use only.
+    administrative engine connects on first use only. Both carry the statement and idle-in-transaction
+    time limits.
     """
 
-    def __init__(self, url: str, *, admin_url: str | None = None, pool_size: int = 5):
+    def __init__(
+        self,
+        url: str,
+        *,
+        admin_url: str | None = None,
+        pool_size: int = 5,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+        idle_in_transaction_timeout: float = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+    ):
         self.url = url
         self.admin_url = admin_url or role_url(url, DEFAULT_ADMIN_ROLE)
-        self.engine: Engine = make_engine(url, pool_size=pool_size)
+        self._timeouts = {
+            "statement_timeout": statement_timeout,
+            "idle_in_transaction_timeout": idle_in_transaction_timeout,
+        }
+        self.engine: Engine = make_engine(url, pool_size=pool_size, **self._timeouts)
         self._admin_engine: Engine | None = None
         self._admin_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> Database:
-        """Return the database of ``settings`` (``database_url``, and its administrative URL)."""
+        """Return the database of ``settings`` (``database_url``, its administrative URL, time limits)."""
         if not settings.database_url:
             raise ValueError("BULKHEAD_DATABASE_URL is not set")
-        return cls(settings.database_url, admin_url=admin_database_url(settings), pool_size=pool_size)
+        return cls(
+            settings.database_url,
+            admin_url=admin_database_url(settings),
+            pool_size=pool_size,
+            statement_timeout=settings.database_statement_timeout_seconds,
+            idle_in_transaction_timeout=settings.database_idle_in_transaction_timeout_seconds,
+        )
 
     @property
     def admin_engine(self) -> Engine:
         """Return the engine of the administrative role (built on first use)."""
         with self._admin_lock:
             if self._admin_engine is None:
-                self._admin_engine = make_engine(self.admin_url, pool_size=2)
+                self._admin_engine = make_engine(self.admin_url, pool_size=2, **self._timeouts)
             return self._admin_engine
 
     def unit_of_work(self, partition: str) -> UnitOfWork:

@@ -1,8 +1,24 @@
-"""Engines and connection URLs."""
+"""Engines and connection URLs.
+
+Every application connection carries two server-side limits (``make_engine``): ``statement_timeout``
+cancels a statement that runs longer (``BULKHEAD_DATABASE_STATEMENT_TIMEOUT_SECONDS``, 5 minutes), and
+``idle_in_transaction_session_timeout`` ends a session that keeps a transaction open without sending
+anything (``BULKHEAD_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS``, 60 s), so that no request or job can
+hold locks, a snapshot and a pooled connection for longer. A bulk path whose statements legitimately run
+longer (an export range's COPY, planning over a large partition, migrations) widens them for its own
+transaction with ``allow_long_statements``. Either error reaches the client as 503 (``storage/uow.py``).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
+
+DEFAULT_STATEMENT_TIMEOUT_SECONDS = 300.0
+DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 60.0
+#: The limits a bulk path's transaction sets for itself (``allow_long_statements``).
+LONG_STATEMENT_TIMEOUT_SECONDS = 6 * 3600
+LONG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 600
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -18,13 +34,35 @@ def libpq_url(url: str) -> str:
     return sqlalchemy_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """Create an engine for a PostgreSQL URL."""
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+    idle_in_transaction_timeout: float = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+) -> Engine:
+    """Create an engine for a PostgreSQL URL; its connections carry both time limits (0: none)."""
+    options = (
+        "-c timezone=UTC"
+        f" -c statement_timeout={_ms(statement_timeout)}"
+        f" -c idle_in_transaction_session_timeout={_ms(idle_in_transaction_timeout)}"
+    )
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=10,
         pool_pre_ping=True,
         future=True,
-        connect_args={"options": "-c timezone=UTC"},
+        connect_args={"options": options},
     )
+
+
+def allow_long_statements(session: Session) -> None:
+    """Widen both time limits for the session's current transaction only (bulk reads and planning)."""
+    session.execute(text(f"SET LOCAL statement_timeout = {_ms(LONG_STATEMENT_TIMEOUT_SECONDS)}"))
+    idle = _ms(LONG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS)
+    session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle}"))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.sql.elements import TextClause
 
+from storage.db import allow_long_statements
 from storage.export_reader import ExportWindow
 from storage.models import ResourceRow
 from storage.uow import UnitOfWork
@@ -161,6 +162,7 @@ def plan_ranges(
     restore = session.execute(text("SELECT current_setting('enable_sort'), current_setting('jit')")).one()
     session.execute(text("SET LOCAL enable_sort = off"))
     session.execute(text("SET LOCAL jit = off"))
+    allow_long_statements(session)  # one pass over a whole (large) partition
     per_type: dict[str, list[tuple[int, int, int]]] = {}
     exact = list(types)
     if window.since is None and window.until is None:

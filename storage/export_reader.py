@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import aliased
 
 from core.errors import ServiceUnavailable
+from storage.db import allow_long_statements
 from storage.models import PartitionRow, ResourceRow
 from storage.uow import UnitOfWork
 
@@ -245,6 +246,8 @@ def stream_raw(
     # A range's COPY is costed high enough for JIT compilation, which takes longer than it saves on a plain
     # scan (set per transaction: the worker's unit of work).
     uow.session.execute(text("SET LOCAL jit = off"))
+    # The COPY streams while the worker compresses and uploads: it may outlast the usual statement limit.
+    allow_long_statements(uow.session)
     live = _live_select(pid, rtype, low, high, window, restrict_to)
     if restrict_to:
         # Search-index rows exist for current versions only: a version superseded after the snapshot

@@ -48,6 +48,9 @@ def upgrade(engine: Engine, *, then: Callable[[Connection], None] | None = None)
     """
     cfg = alembic_config()
     with engine.begin() as conn:
+        # A migration may rewrite or index a large table: the application's statement limits do not apply.
+        conn.execute(text("SET LOCAL statement_timeout = 0"))
+        conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
         collapse_old_heads(conn, ScriptDirectory.from_config(cfg))
         cfg.attributes["connection"] = conn

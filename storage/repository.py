@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,10 @@ from sqlalchemy.orm import Session
 from storage.instants import write_instant
 from storage.models import PartitionRow, ResourceRow
 from storage.search import index_resource, unindex_resource
+from storage.search.index import StaleIndexRows
+from storage.search.prepared import PreparedIndex, remember
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -138,11 +143,14 @@ class ResourceRepository:
         previous: StoredVersion | None,
         last_updated: datetime | None = None,
         version: int | None = None,
+        prepared: PreparedIndex | None = None,
     ) -> StoredVersion:
         """Store the next version of a resource (``render`` returning None stores a deletion).
 
         ``previous`` is the current version the caller locked with ``current(lock=True)``. ``render`` gets
         the new version number and time and returns the raw bytes to store and the parsed resource to index.
+        ``prepared`` holds the index rows the caller extracted before the transaction
+        (``storage.search.prepared``), written instead of extracting them here.
         """
         pid = self.partition_id(create=True)
         assert pid is not None
@@ -173,8 +181,33 @@ class ResourceRepository:
         )
         assert sid is not None
         if rendered is not None:
-            index_resource(self.session, pid, resource_type, sid, rendered[1])
+            try:
+                registry, rows = index_resource(
+                    self.session,
+                    pid,
+                    resource_type,
+                    sid,
+                    rendered[1],
+                    ahead=prepared.ahead if prepared is not None else None,
+                )
+            except StaleIndexRows as exc:
+                remember(self._url(), self.partition, exc.registry)  # what the write tried again uses
+                raise
+            remember(self._url(), self.partition, registry)
+            if rows.skipped and prepared is None:
+                log.warning(
+                    "%s/%s in %s: not indexed, over the evaluation budget: %s",
+                    resource_type,
+                    resource_id,
+                    self.partition,
+                    ", ".join(sorted(rows.skipped)),
+                    extra={"partition": self.partition},
+                )
         return StoredVersion(sid, resource_type, resource_id, number, when, rendered is None, raw)
+
+    def _url(self) -> str:
+        bind = self.session.get_bind()
+        return str(bind.engine.url)
 
     def history(
         self,

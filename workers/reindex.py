@@ -1,14 +1,17 @@
 """The reindex Processor: one processing job rebuilds the index rows of one range of one type.
 
-Batches of ``reindex_batch_size`` versions, one transaction each (a cancel or takeover loses at most one
-batch, and redoing a batch rewrites the same rows). The result says how many versions the range held at
-planning, how many it reindexed, and how many were replaced since planning (their writers indexed the new
-versions), for the reindex's count check.
+Batches of ``reindex_batch_size`` versions (a cancel or takeover loses at most one batch, and redoing a
+batch rewrites the same rows), each read and written in short transactions with the extraction between
+them (``storage/reindexing.py``). The result says how many versions the range held at planning, how many
+it reindexed, and how many were replaced since planning (their writers indexed the new versions), for the
+reindex's count check; and, by parameter code, how many resources a parameter was skipped for because its
+evaluation ran past its budget (``skipped``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any, Protocol
 
 from core.settings import Settings
@@ -44,15 +47,27 @@ def process_reindex(ctx: ReindexContext, job: Any) -> dict[str, Any]:
     after = low - 1
     reindexed = 0
     failed: list[str] = []
+    skipped: Counter[str] = Counter()
     while True:
-        with ctx.database.unit_of_work(ctx.partition) as uow:
-            batch = reindex_batch(uow, rtype, after, high, ctx.settings.reindex_batch_size)
-            if batch is None:
-                break
-            uow.commit()
+        batch = reindex_batch(
+            ctx.database, ctx.partition, rtype, after, high, ctx.settings.reindex_batch_size
+        )
+        if batch is None:
+            break
         after = batch.last
         reindexed += batch.reindexed
         failed.extend(f"{rtype}/{rid}: {why}" for rid, why in batch.failed)
+        if batch.skipped:
+            skipped.update(batch.skipped)
+            log.warning(
+                "reindex of %s %s..%s in %s: over the evaluation budget, not indexed: %s",
+                rtype,
+                low,
+                batch.last,
+                ctx.partition,
+                ", ".join(f"{code} for {n}" for code, n in sorted(batch.skipped.items())),
+                extra={"partition": ctx.partition, "job_id": ctx.job_id},
+            )
         ctx.heartbeat({"reindexed": reindexed})
     with ctx.database.unit_of_work(ctx.partition) as uow:
         replaced = superseded(uow, rtype, low, high, int(d["watermark"]))
@@ -74,6 +89,7 @@ def process_reindex(ctx: ReindexContext, job: Any) -> dict[str, Any]:
         "reindexed": reindexed,
         "superseded": replaced,
         "failed": failed[:100],
+        "skipped": dict(sorted(skipped.items())),
     }
 
 

@@ -1,7 +1,12 @@
-"""The slow path for FHIRPath outside the compiled subset: fhirpathpy with its R4 model.
+"""The slow path for FHIRPath outside the compiled subset: fhirpathpy with its R4 model, within bounds.
 
 About 100x slower than a compiled accessor (some 70 us per evaluation). The FHIR type of each result is
 guessed from its JSON shape (``guess_type``), since fhirpathpy returns plain JSON values.
+
+Only tenants' own SearchParameters come here, so the expression must be within the limits of
+``core/fhirpath_limits.py`` (one stored before those limits is not indexed), regexes run on RE2 and each
+evaluation has a CPU budget (``core/fhirpath_guard.py``): past it the accessor raises ``TooCostly``, which
+extraction counts as a skip of that parameter for that resource.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import logging
 import re
 from typing import Any
 
+from core.fhirpath_guard import TooCostly, compile_bounded
+from core.fhirpath_limits import PER_EVALUATION_SECONDS, expression_problems
 from storage.search.fhirpath import Compiled, Item
 
 log = logging.getLogger(__name__)
@@ -17,20 +24,23 @@ log = logging.getLogger(__name__)
 
 def fallback(text: str) -> Compiled:
     """Compile ``text`` with fhirpathpy, or return a Compiled without accessor when it cannot."""
-    try:
-        import fhirpathpy
-        from fhirpathpy.models import models
-    except ImportError:  # pragma: no cover - fhirpathpy is a dependency
+    from fhirpathpy.models import models
+
+    problems = expression_problems(text)
+    if problems:
+        log.warning("FHIRPath %r is refused, the parameter is not indexed: %s", text, "; ".join(problems))
         return Compiled(None, "none")
     try:
-        evaluate = fhirpathpy.compile(text, models["r4"])
+        evaluate = compile_bounded(text, model=models["r4"], seconds=PER_EVALUATION_SECONDS)
     except Exception as exc:
         log.warning("FHIRPath %r cannot be compiled, the parameter is not indexed: %s", text, exc)
         return Compiled(None, "none")
 
     def run(resource: dict[str, Any]) -> list[Item]:
         try:
-            values = evaluate(resource, {})
+            values = evaluate(resource)
+        except TooCostly:
+            raise
         except Exception:
             return []
         return [(v, guess_type(v)) for v in values if v is not None]

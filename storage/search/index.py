@@ -4,18 +4,29 @@
 rows of one or many resources: one statement (data-modifying CTEs, one per side table) for small batches,
 ``COPY`` through session-local staging tables (``storage/staging.py``: row-level security refuses COPY into
 the side tables themselves) for large ones. ``index_resource`` / ``unindex_resource`` are what the
-repository calls on every write.
+repository calls on every write; a REST write extracts its rows before its transaction opens
+(``storage/search/prepared.py``) and ``index_resource`` only writes them.
+
+Extraction sees the resource's content: ``meta.versionId`` and ``meta.lastUpdated``, which the server sets
+inside the write's transaction, are left out (``_lastUpdated`` is a column of the resource table), so the
+rows extracted before a write, during it and by a later ``$reindex`` are the same. A partition's own
+parameters outside the compiled subset run within budgets (``core/fhirpath_limits.py``): one that runs
+past its budget on a resource is not indexed for that resource, and ``IndexRows.skipped`` counts it.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.errors import Conflict
+from core.fhirpath_guard import TooCostly, evaluation_budget
+from core.fhirpath_limits import PER_RESOURCE_SECONDS
 from storage.search.fhirpath import Accessor, Compiled, Item, Step
 from storage.search.registry import SearchRegistry, builtin_registry, registry_for
 from storage.search.tables import INDEX_TABLES
@@ -32,10 +43,11 @@ _COLUMNS: dict[str, list[str]] = {
 class _Entry:
     """One ``|`` branch of a type's plan and the parameter codes (same branch, same type) it feeds."""
 
-    __slots__ = ("accessor", "codes", "convert", "ftype", "keys", "kind", "rest")
+    __slots__ = ("accessor", "bounded", "codes", "convert", "ftype", "keys", "kind", "rest")
 
     def __init__(self, codes: list[str], kind: str, branch: Compiled):
         self.codes = tuple(codes)
+        self.bounded = branch.mode == "fhirpathpy"
         self.kind = kind
         self.convert: Converter = CONVERTERS[kind]
         self.accessor: Accessor | None = branch.accessor
@@ -83,24 +95,40 @@ class _Plan:
             for k in branch.prefix:
                 node = node.children.setdefault(k, _Node())
             node.entries.append(entry)
+        # Branches outside the compiled subset (only ever loose) run within the per-resource budget.
+        self.bounded = any(e.bounded for e in self.loose)
 
 
 _plans: weakref.WeakKeyDictionary[SearchRegistry, dict[str, _Plan]] = weakref.WeakKeyDictionary()
 
 
 class IndexRows:
-    """Index rows by side table; a row is (partition_id, resource_type, param, surrogate_id, values...)."""
+    """Index rows by side table; a row is (partition_id, resource_type, param, surrogate_id, values...).
+
+    ``skipped`` counts, by parameter code, the resources a parameter was not indexed for because its
+    evaluation ran past its budget.
+    """
 
     def __init__(self) -> None:
         self.by_table: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in INDEX_TABLES}
+        self.skipped: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self.by_table.values())
 
     def extend(self, other: IndexRows) -> None:
-        """Add the rows of ``other``."""
+        """Add the rows (and the skips) of ``other``."""
         for kind, rows in other.by_table.items():
             self.by_table[kind].extend(rows)
+        self.skipped.update(other.skipped)
+
+    def bound(self, partition_id: int, surrogate_id: int) -> IndexRows:
+        """Return these rows (extracted for one resource) with its partition and surrogate id put in."""
+        out = IndexRows()
+        for kind, rows in self.by_table.items():
+            out.by_table[kind] = [(partition_id, r[1], r[2], surrogate_id, *r[4:]) for r in rows]
+        out.skipped = Counter(self.skipped)
+        return out
 
 
 def _plan(registry: SearchRegistry, rtype: str) -> _Plan:
@@ -115,6 +143,38 @@ def _plan(registry: SearchRegistry, rtype: str) -> _Plan:
 
 _ERRORS = (TypeError, AttributeError, ValueError, KeyError, IndexError)
 Found = list[tuple[_Entry, list[Item]]]
+#: Members of ``meta`` the server sets inside the write's transaction: not part of what is indexed.
+_SERVER_META = frozenset({"versionId", "lastUpdated"})
+
+
+def _content(resource: dict[str, Any]) -> dict[str, Any]:
+    """Return ``resource`` without the ``meta`` members the server sets (a shallow copy if it has any)."""
+    meta = resource.get("meta")
+    if type(meta) is dict and not _SERVER_META.isdisjoint(meta):
+        return {**resource, "meta": {k: v for k, v in meta.items() if k not in _SERVER_META}}
+    return resource
+
+
+def _loose(
+    plan: _Plan, resource: dict[str, Any], found: Found, skipped: Counter[str], *, bounded: bool = True
+) -> None:
+    """Run the branches that start anywhere but a plain key (each bounded one within its budgets; with
+    ``bounded`` false, those are skipped)."""
+    for entry in plan.loose:
+        if entry.keys is not None and entry.keys.isdisjoint(resource):
+            continue
+        if entry.bounded and not bounded:
+            skipped.update(entry.codes)
+            continue
+        try:
+            items = entry.accessor(resource) if entry.accessor is not None else []
+        except _ERRORS:
+            items = []
+        except TooCostly:
+            skipped.update(entry.codes)
+            continue
+        if items:
+            found.append((entry, items))
 
 
 def _flat(x: Any) -> list[Any]:
@@ -159,21 +219,23 @@ def index_rows_for(
     rows = into if into is not None else IndexRows()
     tables = rows.by_table
     plan = _plan(registry or builtin_registry(), rtype)
+    resource = _content(resource)
     found: Found = []
     children = plan.root.children
     for key, value in resource.items():
         child = children.get(key)
         if child is not None and value is not None:
             _walk(child, _flat(value), found)
-    for entry in plan.loose:
-        if entry.keys is not None and entry.keys.isdisjoint(resource):
-            continue
+    if not plan.bounded:
+        _loose(plan, resource, found, rows.skipped)
+    else:
+        before = len(found)
         try:
-            items = entry.accessor(resource) if entry.accessor is not None else []
-        except _ERRORS:
-            items = []
-        if items:
-            found.append((entry, items))
+            with evaluation_budget(PER_RESOURCE_SECONDS):
+                _loose(plan, resource, found, rows.skipped)
+        except TooCostly:  # an enclosing budget (the transaction's) is spent: no fhirpathpy for this one
+            del found[before:]
+            _loose(plan, resource, found, rows.skipped, bounded=False)
     for entry, items in found:
         try:
             values = entry.convert(items)
@@ -185,6 +247,15 @@ def index_rows_for(
             for code in entry.codes:
                 target.extend([(partition_id, rtype, code, surrogate_id, *v) for v in values])
     return rows
+
+
+class StaleIndexRows(Conflict):
+    """Rows extracted ahead of a write came from a registry the partition no longer has (a ``$reindex``
+    changed its parameters meanwhile); the write is rolled back, to be tried again."""
+
+    def __init__(self, registry: SearchRegistry):
+        super().__init__("The partition's search parameters changed during this write; try again")
+        self.registry = registry
 
 
 def _driver_connection(session: Session) -> Any:
@@ -253,13 +324,31 @@ def unindex_resources(session: Session, surrogate_ids: Sequence[int]) -> None:
 
 
 def index_resource(
-    session: Session, partition_id: int, resource_type: str, surrogate_id: int, resource: dict[str, Any]
-) -> None:
-    """Write the search-index rows of a current resource version."""
+    session: Session,
+    partition_id: int,
+    resource_type: str,
+    surrogate_id: int,
+    resource: dict[str, Any],
+    *,
+    ahead: tuple[SearchRegistry, IndexRows] | None = None,
+) -> tuple[SearchRegistry, IndexRows]:
+    """Write the search-index rows of a current resource version; return the registry and rows used.
+
+    ``ahead`` holds rows extracted before the transaction and the registry they were extracted with: they
+    are written when that is still the partition's registry (read here, after the version was inserted,
+    so that a ``$reindex`` planned meanwhile waits for this transaction); otherwise ``StaleIndexRows``
+    is raised (the caller extracts again, outside a transaction). Without ``ahead`` the rows are
+    extracted here, within the evaluation budgets.
+    """
     registry = registry_for(session, partition_id)
-    write_index_rows(
-        session, index_rows_for(resource_type, surrogate_id, partition_id, resource, registry=registry)
-    )
+    if ahead is not None:
+        if ahead[0] is not registry:
+            raise StaleIndexRows(registry)
+        rows = ahead[1].bound(partition_id, surrogate_id)
+    else:
+        rows = index_rows_for(resource_type, surrogate_id, partition_id, resource, registry=registry)
+    write_index_rows(session, rows)
+    return registry, rows
 
 
 def unindex_resource(session: Session, surrogate_id: int) -> None:

@@ -14,6 +14,7 @@ import orjson
 
 from api import create_app
 from storage import Database
+from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base, put
 from tests.support.http_files import file_server
@@ -42,6 +43,13 @@ def client_for(cluster: JobCluster, database: Database, store: S3ObjectStore) ->
 
 def run_job(client: Any, cluster: JobCluster, path: str, body: Any = None) -> dict[str, Any]:
     """Kick off a bulk operation with POST, poll it to the end and return its 200 result."""
+    return run_job_with_id(client, cluster, path, body)[0]
+
+
+def run_job_with_id(
+    client: Any, cluster: JobCluster, path: str, body: Any = None
+) -> tuple[dict[str, Any], str]:
+    """Kick off a bulk operation with POST, poll it to the end; return its 200 result and its job id."""
     headers = {"Content-Type": "application/fhir+json", "Prefer": "respond-async"}
     kicked = client.post(path, json=body, headers=headers) if body else client.post(path, headers=headers)
     assert kicked.status_code == 202, kicked.get_json()
@@ -56,7 +64,7 @@ def run_job(client: Any, cluster: JobCluster, path: str, body: Any = None) -> di
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{cluster.logs()}") from None
     assert response.status_code == 200, f"{response.get_json()}\n{cluster.logs()}"
-    return dict(response.get_json())
+    return dict(response.get_json()), status.rstrip("/").rsplit("/", 1)[-1]
 
 
 def firstname_total(client: Any, partition: str, value: str) -> int:
@@ -112,3 +120,43 @@ def test_an_import_run_by_worker_processes_indexes_the_partitions_active_custom_
     # Then every imported patient is found through the custom parameter
     assert result["extension"]["totals"]["created"] == 4
     assert firstname_total(client, partition, "Imported") == 4
+
+
+def test_a_reindex_of_costly_parameters_by_worker_processes_keeps_its_heartbeat_and_counts_its_skips(
+    cluster: JobCluster, database: Database, object_store: S3ObjectStore, partition: str
+):
+    # Given a catastrophic-for-backtracking regex parameter and an accepted but cubic one, and Patients
+    # whose names make the first backtrack forever and the second run past its budget
+    cluster.orchestrator()
+    cluster.worker()
+    client = client_for(cluster, database, object_store)
+    chars = "%context.name.first().family.toChars()"
+    cubic = (
+        f"Patient.name.first().family.toChars().select({chars}.select({chars}"
+        ".where($this.matches('^[a-z]+$')))).count()"
+    )
+    for code, ptype, expression in (
+        ("aaa", "string", "Patient.name.family.where($this.matches('^(a+)+$'))"),
+        ("cubic", "number", cubic),
+    ):
+        sp = {**FIRSTNAME, "id": code, "url": f"https://example.org/sp/{code}", "code": code, "type": ptype}
+        stored = put(client, f"{base(partition)}/SearchParameter/{code}", {**sp, "expression": expression})
+        assert stored.status_code == 201
+    for i in range(21):
+        family = "aaaa" if i == 20 else "a" * 40 + "!" if i % 2 else "Vanderbergholt-Smithers"
+        body = {"resourceType": "Patient", "id": f"h{i}", "name": [{"family": family}]}
+        assert put(client, f"{base(partition)}/Patient/h{i}", body).status_code == 201
+    # When the partition is reindexed by the worker processes (heartbeat 0.3 s, taken over after 3 s silent)
+    result, job_id = run_job_with_id(client, cluster, f"{base(partition)}/$reindex")
+    # Then it completes, the costly parameter's skips counted, every part done on its first attempt: the
+    # heartbeat kept running through the evaluation, and the sweeper never took a part over
+    extension = result["extension"]
+    assert sorted(extension["searchParameters"]["activated"]) == ["aaa", "cubic"]
+    assert extension["skipped"] == {"cubic": 20}
+    parts = JobQueue(database).parts(partition, job_id)
+    assert parts and all(p.attempts == 1 for p in parts), [(p.id, p.attempts) for p in parts]
+    # And each parameter indexed what it matches: the one name of a's only, and the short name's count
+    response = client.get(f"{base(partition)}/Patient?aaa:exact=aaaa&_total=accurate")
+    assert response.get_json()["total"] == 1
+    response = client.get(f"{base(partition)}/Patient?cubic=64&_total=accurate")
+    assert response.get_json()["total"] == 1

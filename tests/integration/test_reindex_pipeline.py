@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from core.fhirdates import format_instant
 from core.jobs import PermanentJobError
 from core.settings import Settings
-from orchestrator.reindex import finish_reindex, plan_reindex
-from storage import Database
+from orchestrator.reindex import finish_reindex, plan_reindex, weighed_rows
+from storage import Database, stamp_new, write_new_resources
 from storage.custom_params import list_custom
 from storage.objectstore import S3ObjectStore
 from storage.reindexing import reindex_batch
@@ -174,14 +174,50 @@ def test_a_reindex_batch_stops_at_its_byte_budget_and_the_next_batch_goes_on_fro
     # When batches of at most 100 rows but only 5 KB of JSON run one after the other
     sizes, after = [], 0
     while True:
-        with database.unit_of_work(partition) as uow:
-            batch = reindex_batch(uow, "Patient", after, 2**62, 100, max_bytes=5000)
-            if batch is None:
-                break
-            uow.commit()
+        batch = reindex_batch(database, partition, "Patient", after, 2**62, 100, max_bytes=5000)
+        if batch is None:
+            break
         sizes.append(batch.reindexed)
         after = batch.last
     # Then each batch holds three resources (the one that crosses the budget included) and none is skipped
     assert sizes == [3, 3]
     status, ids = search_ids(client, partition, "family=FFF")
     assert status == 200 and ids == [f"b{i}" for i in range(6)]
+
+
+def test_a_range_of_a_type_with_parameters_outside_the_compiled_subset_is_weighed_for_the_lane(
+    client: FlaskClient, small: Settings, database: Database, partition: str
+) -> None:
+    # Given the nickname parameter (compiled) and one fhirpathpy evaluates, and four patients
+    costly = {
+        **NICKNAME,
+        "id": "long-given",
+        "url": "https://example.org/fhir/SearchParameter/long-given",
+        "code": "long-given",
+        "expression": "Patient.name.given.where($this.length() > 3)",
+    }
+    put(client, f"{base(partition)}/SearchParameter/patient-nickname", NICKNAME)
+    put(client, f"{base(partition)}/SearchParameter/long-given", costly)
+    seed(client, partition, 4)
+    # When the reindex is planned
+    ctx = InlineContext(partition, "plan-weight", small, database, None)
+    group = SimpleNamespace(id="plan-weight", definition={"transaction_time": "2025-01-01T00:00:00Z"})
+    parts = [p for p in plan_reindex(ctx, group) if p["part"] == "range"]
+    # Then each Patient counts as hundreds of resources (the parameter may spend its budget), others as one
+    patient = [p for p in parts if p["type"] == "Patient"]
+    others = [p for p in parts if p["type"] != "Patient"]
+    assert patient and others
+    assert all(p["estimated_rows"] == weighed_rows(p["rows"], 1) >= 100 * p["rows"] for p in patient)
+    assert all(p["estimated_rows"] == p["rows"] for p in others)
+
+
+def test_a_parameter_stored_before_the_expression_limits_is_rejected_by_the_reindex(
+    small: Settings, database: Database, object_store: S3ObjectStore, partition: str
+) -> None:
+    # Given a SearchParameter over the limits, stored by a path that checks nothing (the bulk writer)
+    evil = {**NICKNAME, "id": "evil", "code": "evil", "expression": "Patient.descendants()"}
+    write_new_resources(database, partition, [stamp_new(evil, datetime.now(UTC))])
+    # When the partition is reindexed / Then it is reported as rejected, naming the limit, and not used
+    result = reindex(small, database, object_store, partition)
+    assert result["searchParameters"]["activated"] == []
+    assert any("descendants() is not allowed" in r for r in result["searchParameters"]["rejected"])
