@@ -9,8 +9,8 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from api.auth import current_principal, request_partition, require_admin, requirement
 from api.http import fhir_response
-from core.errors import InvalidRequest
 from core.fhirdates import format_instant, parse_instant
+from core.urlvalues import bounded_int, capped_int
 from storage import Database
 from storage.audit import AuditEvent, AuditLog, AuditRecord
 
@@ -111,9 +111,7 @@ def _int(name: str, default: int | None, maximum: int | None = None) -> int | No
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise InvalidRequest(f"{name} must be a non-negative integer")
-    return min(int(raw), maximum) if maximum is not None else int(raw)
+    return capped_int(raw, name, maximum) if maximum is not None else bounded_int(raw, name)
 
 
 @bp.get("/_audit")
