@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from flask import Flask, request
+from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import NotFound as UnknownPath
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BaseConverter
 
@@ -15,6 +18,8 @@ from core.errors import InvalidRequest, NotFound
 from core.fhirtypes import resource_types
 from core.partition import DEFAULT_PARTITION, validate_partition_name
 from core.settings import Settings
+from core.urlvalues import is_job_id, version_number
+from core.validation import ID_PATTERN
 from storage import Database
 
 log = logging.getLogger(__name__)
@@ -24,6 +29,54 @@ class ResourceTypeConverter(BaseConverter):
     """Match a path segment shaped like a resource type (checked against R4 in the view)."""
 
     regex = r"[A-Z][A-Za-z]{1,63}"
+
+
+# Converters run once the route is chosen; what they raise is the answer (werkzeug keeps an HTTPException
+# raised while matching as the request's routing error, which the error handlers turn into an outcome).
+class ResourceIdConverter(BaseConverter):
+    """A FHIR id (1-64 of A-Z a-z 0-9 - .); anything else is a 400 before it reaches a query."""
+
+    def to_python(self, value: str) -> str:
+        if not ID_PATTERN.fullmatch(value):
+            raise BadRequest(f"Invalid resource id {value[:80]!r}: use 1-64 of A-Z a-z 0-9 - .")
+        return value
+
+
+class VersionIdConverter(BaseConverter):
+    """A version id, as the integer the version column holds; one no version can have is a 404."""
+
+    def to_python(self, value: str) -> int:
+        number = version_number(value)
+        if number is None:
+            raise UnknownPath(f"No version {value[:80]!r}: version ids are 1 to 2147483647")
+        return number
+
+    def to_url(self, value: Any) -> str:
+        return str(value)
+
+
+class JobIdConverter(BaseConverter):
+    """A bulk job id (32 lower-case hexadecimal characters); anything else names no job (404)."""
+
+    def to_python(self, value: str) -> str:
+        if not is_job_id(value):
+            raise UnknownPath(f"No bulk job has the id {value[:80]!r}")
+        return value
+
+
+# C0 controls and DEL; tab, line feed and carriage return may appear in search values (FHIR strings allow
+# them), never in the path.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def refuse_control_characters() -> None:
+    """Refuse (400) a URL whose path or query holds a control character: no FHIR value contains one."""
+    if _PATH_CONTROL.search(request.path):
+        raise InvalidRequest("The URL path may not contain control characters")
+    for name, value in request.args.items(multi=True):
+        if _CONTROL.search(name) or _CONTROL.search(value):
+            raise InvalidRequest(f"Query parameter {name[:40]!r} contains a control character")
 
 
 def _check_partition(endpoint: str | None, values: dict[str, Any] | None) -> None:
@@ -43,6 +96,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.config["BULKHEAD_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.url_map.converters["rtype"] = ResourceTypeConverter
+    app.url_map.converters["fhirid"] = ResourceIdConverter
+    app.url_map.converters["vid"] = VersionIdConverter
+    app.url_map.converters["job"] = JobIdConverter
     app.url_map.strict_slashes = False
     hops = settings.trusted_proxies
     if hops > 0:
@@ -69,6 +125,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.register_blueprint(metadata.admin_bp)
     app.register_blueprint(bulk_ops.admin_bp)
     app.url_value_preprocessor(_check_partition)
+    app.before_request(refuse_control_characters)
     app.before_request(negotiate_format)
     register_error_handlers(app)
     from api.auth_install import install_security

@@ -10,8 +10,8 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from api.auth import current_principal, request_partition, require_admin
 from api.http import fhir_response
-from core.errors import InvalidRequest
 from core.fhirdates import format_instant, parse_instant
+from core.urlvalues import bounded_int, capped_int
 from services.bundle_requests import EntryOutcome
 from services.parse import bare_endpoint
 from services.requests import FhirRequest
@@ -144,9 +144,7 @@ def _int(name: str, default: int | None, maximum: int | None = None) -> int | No
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise InvalidRequest(f"{name} must be a non-negative integer")
-    return min(int(raw), maximum) if maximum is not None else int(raw)
+    return capped_int(raw, name, maximum) if maximum is not None else bounded_int(raw, name)
 
 
 @bp.get("/_audit")

@@ -39,7 +39,7 @@ from storage.export_gzip import GZIP, inflate
 log = logging.getLogger(__name__)
 bp = Blueprint("bulk_export", __name__)
 NDJSON = "application/fhir+ndjson"
-_STATUS = "/_operations/export/<job_id>"
+_STATUS = "/_operations/export/<job:job_id>"
 
 
 def _max_jobs(partition: str) -> int:

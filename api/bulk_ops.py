@@ -199,7 +199,7 @@ def _download(partition: str, kind: str, job_id: str, name: str) -> Response:
 
 
 def _register(kind: str) -> None:
-    path = f"/_operations/{kind}/<job_id>"
+    path = f"/_operations/{kind}/<job:job_id>"
     name = kind.replace("-", "_")
     bp.add_url_rule(
         path, f"{name}_status", lambda partition, job_id: _status(partition, kind, job_id), methods=["GET"]

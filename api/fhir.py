@@ -24,12 +24,14 @@ from api.http import (
 from api.typed import current_request
 from core.errors import InvalidRequest, Issue
 from core.fhirdates import format_instant, parse_instant
+from core.urlvalues import bounded_int, capped_int
 from services.patching import patch_from_body
 from storage import Database, StoredVersion
 from storage.search import SearchQuery
 
 bp = Blueprint("fhir", __name__)
 RTYPE = "<rtype:rtype>"
+RID = "<fhirid:rid>"
 
 
 def db() -> Database:
@@ -44,9 +46,7 @@ def page_size() -> int:
     raw = request.args.get("_count")
     if raw is None:
         return int(settings.default_page_size)
-    if not raw.isdigit():
-        raise InvalidRequest(f"_count must be a non-negative integer, not {raw!r}")
-    return min(int(raw), int(settings.max_page_size))
+    return capped_int(raw, "_count", int(settings.max_page_size))
 
 
 @bp.post(f"/{RTYPE}")
@@ -65,7 +65,7 @@ def create(partition: str, rtype: str) -> Response:
     return resource_response(result.stored, 201, partition, location=True)
 
 
-@bp.get(f"/{RTYPE}/<rid>")
+@bp.get(f"/{RTYPE}/{RID}")
 def read(partition: str, rtype: str, rid: str) -> Response:
     """Return the current version of a resource."""
     stored = service.read(db(), partition, rtype, rid)
@@ -73,15 +73,15 @@ def read(partition: str, rtype: str, rid: str) -> Response:
     return fhir_response(stored.raw, 200, version_headers(stored))
 
 
-@bp.get(f"/{RTYPE}/<rid>/_history/<vid>")
-def vread(partition: str, rtype: str, rid: str, vid: str) -> Response:
+@bp.get(f"/{RTYPE}/{RID}/_history/<vid:vid>")
+def vread(partition: str, rtype: str, rid: str, vid: int) -> Response:
     """Return one version of a resource."""
     stored = service.vread(db(), partition, rtype, rid, vid)
     assert stored.raw is not None
     return fhir_response(stored.raw, 200, version_headers(stored))
 
 
-@bp.put(f"/{RTYPE}/<rid>")
+@bp.put(f"/{RTYPE}/{RID}")
 def update(partition: str, rtype: str, rid: str) -> Response:
     """Update a resource, or create it with the client's id."""
     raw, resource = json_body()
@@ -111,7 +111,7 @@ def conditional_update(partition: str, rtype: str) -> Response:
     )
 
 
-@bp.patch(f"/{RTYPE}/<rid>")
+@bp.patch(f"/{RTYPE}/{RID}")
 def patch(partition: str, rtype: str, rid: str) -> Response:
     """Apply a FHIRPath Patch (application/fhir+json) or a JSON Patch (application/json-patch+json)."""
     change = patch_from_body(request.mimetype, request.get_data(cache=True))
@@ -139,7 +139,7 @@ def _deleted(deleted: StoredVersion | None, done: str, nothing: str) -> Response
     return Response(b"", status=204, headers=headers)
 
 
-@bp.delete(f"/{RTYPE}/<rid>")
+@bp.delete(f"/{RTYPE}/{RID}")
 def delete(partition: str, rtype: str, rid: str) -> Response:
     """Delete a resource (a soft delete: history stays); ETag and Last-Modified name the deletion version."""
     deleted = service.delete(db(), partition, rtype, rid, if_match=if_match_version())
@@ -201,13 +201,11 @@ def _history_bundle(
 def _history(partition: str, rtype: str | None, rid: str | None) -> Response:
     since = request.args.get("_since")
     at = request.args.get("_at")
-    offset_raw = request.args.get("_offset", "0")
-    if not offset_raw.isdigit():
-        raise InvalidRequest("_offset must be a non-negative integer")
+    offset = bounded_int(request.args.get("_offset", "0"), "_offset")
     summary = request.args.get("_summary")
     if summary not in (None, "count", "false"):
         raise InvalidRequest(f"_summary={summary} is not supported on _history (count and false are)")
-    count, offset = (0 if summary == "count" else page_size()), int(offset_raw)
+    count = 0 if summary == "count" else page_size()
     versions, total = service.history(
         db(),
         partition,
@@ -222,7 +220,7 @@ def _history(partition: str, rtype: str | None, rid: str | None) -> Response:
     return fhir_response(bundle)
 
 
-@bp.get(f"/{RTYPE}/<rid>/_history")
+@bp.get(f"/{RTYPE}/{RID}/_history")
 def instance_history(partition: str, rtype: str, rid: str) -> Response:
     """Return the versions of one resource."""
     return _history(partition, rtype, rid)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC
 from email.utils import format_datetime
 from typing import Any
@@ -13,6 +12,7 @@ from werkzeug.exceptions import NotAcceptable
 from core.errors import InvalidRequest, Issue, PreconditionFailed, UnsupportedMediaType
 from core.fhirjson import dumps, parse_object
 from core.partition import DEFAULT_PARTITION
+from core.urlvalues import etag_digits, version_number
 from storage import StoredVersion
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -20,7 +20,6 @@ _JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fh
 _JSON_FORMATS = {"json", *_JSON_TYPES}
 # Blueprints that answer FHIR resources; others (bulk data files, status) negotiate on their own.
 FHIR_BLUEPRINTS = frozenset({"fhir", "search", "metadata", "transactions"})
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
 
 def base_url(partition: str) -> str:
@@ -79,10 +78,13 @@ def if_match_version() -> int | None:
     header = request.headers.get("If-Match")
     if header is None:
         return None
-    m = _ETAG.match(header)
-    if not m:
-        raise PreconditionFailed(f'If-Match {header!r} is not a version ETag such as W/"1"')
-    return int(m.group(1))
+    digits = etag_digits(header)
+    if digits is None:
+        raise PreconditionFailed(f'If-Match {header[:80]!r} is not a version ETag such as W/"1"')
+    version = version_number(digits)
+    if version is None:
+        raise PreconditionFailed(f"If-Match names version {digits[:40]}, which no resource has")
+    return version
 
 
 def prefer_return() -> str:

@@ -286,14 +286,12 @@ def read(db: Database, partition: str, rtype: str, rid: str) -> StoredVersion:
     return stored
 
 
-def vread(db: Database, partition: str, rtype: str, rid: str, version: str) -> StoredVersion:
+def vread(db: Database, partition: str, rtype: str, rid: str, version: int) -> StoredVersion:
     """Return one version, or raise NotFound / Gone."""
     require_type(rtype)
     validate_id(rid)
-    if not version.isdigit():
-        raise NotFound(f"{rtype}/{rid} has no version {version!r}")
     with db.unit_of_work(partition) as uow:
-        stored = uow.resources.version(rtype, rid, int(version))
+        stored = uow.resources.version(rtype, rid, version)
     if stored is None:
         raise NotFound(f"{rtype}/{rid} has no version {version}")
     if stored.deleted:
@@ -319,7 +317,12 @@ def history(
         validate_id(rid)
     with db.unit_of_work(partition) as uow:
         versions, total = uow.resources.history(rtype, rid, since=since, at=at, count=count, offset=offset)
-    if rid is not None and total == 0:
+        # An instance's history is a 404 only when the resource never existed, not when _since or _at
+        # leave none of its versions.
+        unknown = (
+            rtype is not None and rid is not None and total == 0 and uow.resources.current(rtype, rid) is None
+        )
+    if unknown:
         raise NotFound(f"{rtype}/{rid} is not known")
     return versions, total
 

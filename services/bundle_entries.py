@@ -15,9 +15,10 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
-from core.errors import BulkheadError, InvalidRequest, Issue, PayloadTooLarge
+from core.errors import BulkheadError, InvalidRequest, Issue, NotFound, PayloadTooLarge, PreconditionFailed
 from core.fhirtypes import require_type
 from core.partition import DEFAULT_PARTITION
+from core.urlvalues import etag_digits, etag_version, version_number
 from core.validation import ID_PATTERN, structural_issues, without_nested
 from services.patching import Patch, patch_from_entry
 from storage.search import SearchQuery
@@ -28,7 +29,6 @@ ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _DECODER = json.JSONDecoder()
 _WS = re.compile(r"[ \t\n\r]*")
 _REFERENCE = re.compile(rb'("reference"[ \t\n\r]*:[ \t\n\r]*")((?:[^"\\]|\\.)*)(")')
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 _ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -176,19 +176,16 @@ def resource_bytes(raw: bytes, count: int) -> list[bytes | None]:
     return out
 
 
-def etag_version(value: str) -> int | None:
-    """Return the version number of an ETag such as ``W/"3"``, or None if it is not one."""
-    m = _ETAG.match(value)
-    return int(m.group(1)) if m else None
-
-
 def _version(value: Any, what: str) -> int | None:
     if value is None:
         return None
-    m = _ETAG.match(str(value))
-    if not m:
-        raise InvalidRequest(f'{what} {value!r} is not a version ETag such as W/"1"')
-    return int(m.group(1))
+    digits = etag_digits(str(value))
+    if digits is None:
+        raise InvalidRequest(f'{what} {str(value)[:80]!r} is not a version ETag such as W/"1"')
+    version = version_number(digits)
+    if version is None:
+        raise PreconditionFailed(f"{what} names version {digits[:40]}, which no resource has")
+    return version
 
 
 def _target(entry: Entry, bases: Bases) -> None:
@@ -213,7 +210,10 @@ def _target(entry: Entry, bases: Bases) -> None:
             raise InvalidRequest(f"Invalid resource id {parts[1]!r} in the request url")
         entry.rid = parts[1]
     if len(parts) == 4 and parts[2] == "_history":
-        entry.vid = parts[3]
+        version = version_number(parts[3])
+        if version is None:
+            raise NotFound(f"{entry.rtype}/{entry.rid} has no version {parts[3][:40]!r}")
+        entry.vid = str(version)
     elif len(parts) > 2:
         raise InvalidRequest(f"{entry.url} is not an interaction supported inside a batch or transaction")
     if entry.method == "POST" and (entry.rid is not None or entry.query):

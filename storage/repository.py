@@ -12,6 +12,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from core.urlvalues import MAX_VERSION
 from storage.instants import write_instant
 from storage.models import PartitionRow, ResourceRow
 from storage.search import index_resource, unindex_resource
@@ -107,7 +108,9 @@ class ResourceRepository:
         return _stored(row) if row is not None else None
 
     def version(self, resource_type: str, resource_id: str, version: int) -> StoredVersion | None:
-        """Return one version of a resource, or None."""
+        """Return one version of a resource, or None (also for a number no version column can hold)."""
+        if not 1 <= version <= MAX_VERSION:
+            return None
         pid = self.partition_id()
         if pid is None:
             return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -18,12 +18,21 @@ from sqlalchemy import ColumnElement, FromClause, Select, and_, exists, false, l
 from sqlalchemy.orm import aliased
 
 from core.errors import InvalidRequest
+from core.fhirdates import approximate
 from core.fhirtypes import resource_types
 from core.validation import ID_PATTERN
 from storage.models import ResourceRow
 from storage.search.query import PREFIXES, Criterion, unescape
 from storage.search.tables import INDEX_TABLES, reference_index
-from storage.search.values import STRING_INDEX_CHARS, TOKEN_BYTES, URI_BYTES, clip, date_range, normalize
+from storage.search.values import (
+    NUMBER_FINEST_EXPONENT,
+    STRING_INDEX_CHARS,
+    TOKEN_BYTES,
+    URI_BYTES,
+    clip,
+    date_range,
+    normalize,
+)
 
 _PIPE = re.compile(r"(?<!\\)\|")
 _RELATIVE = re.compile(r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[^/]+)(?:/_history/[^/]+)?")
@@ -82,16 +91,16 @@ def _date(prefix: str, text: str, low: ColumnElement[Any], high: ColumnElement[A
         return low >= shi
     if prefix == "eb":
         return high <= slo
-    gap = abs(datetime.now(UTC) - slo) * 0.1 + timedelta(seconds=1)
-    return and_(low < shi + gap, high > slo - gap)
+    wide_low, wide_high = approximate(slo, shi)
+    return and_(low < wide_high, high > wide_low)
 
 
 def _instant(prefix: str, text: str, point: ColumnElement[Any]) -> ColumnElement[bool]:
     """Compare a stored instant (``_lastUpdated``) with a date search value."""
     slo, shi = search_date_range(text)
     if prefix == "ap":
-        gap = abs(datetime.now(UTC) - slo) * 0.1 + timedelta(seconds=1)
-        return and_(point >= slo - gap, point < shi + gap)
+        wide_low, wide_high = approximate(slo, shi)
+        return and_(point >= wide_low, point < wide_high)
     within = and_(point >= slo, point < shi)
     return {
         "eq": within,
@@ -105,8 +114,20 @@ def _instant(prefix: str, text: str, point: ColumnElement[Any]) -> ColumnElement
     }[prefix]
 
 
+_NUMBER_BOUND = Decimal("1e22")  # beyond every indexed number: larger search values compare the same
+
+
+def _bounded(value: Decimal) -> Decimal:
+    return min(max(value, -_NUMBER_BOUND), _NUMBER_BOUND)
+
+
 def number_range(text: str) -> tuple[Decimal, Decimal, Decimal]:
-    """Return (value, low, high): the value and the range its significant digits stand for."""
+    """Return (value, low, high): the value and the range its significant digits stand for.
+
+    Values are bounded to what the index can hold: magnitudes beyond ``_NUMBER_BOUND`` compare as the bound
+    (nothing indexed lies beyond it), and digits finer than ``NUMBER_FINEST_EXPONENT`` round away, so that
+    a value with an exponent of a billion either way is a range like any other.
+    """
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -115,8 +136,12 @@ def number_range(text: str) -> tuple[Decimal, Decimal, Decimal]:
         raise InvalidRequest(f"{text!r} is not a finite number")
     exponent = value.as_tuple().exponent
     assert isinstance(exponent, int)
-    half = Decimal(5).scaleb(exponent - 1)
-    return value, value - half, value + half
+    finest = min(max(exponent, NUMBER_FINEST_EXPONENT), _NUMBER_BOUND.adjusted())
+    half = Decimal(5).scaleb(finest - 1)
+    if value and value.adjusted() < NUMBER_FINEST_EXPONENT:
+        value = Decimal(0)
+    value = _bounded(value)
+    return value, _bounded(value - half), _bounded(value + half)
 
 
 def _number(prefix: str, text: str, low: ColumnElement[Any], high: ColumnElement[Any]) -> ColumnElement[bool]:

@@ -64,7 +64,12 @@ def match_select(query: SearchQuery, scope: Scope) -> tuple[Any, Select[Any]]:
 
 
 def _estimate(session: Session, stmt: Select[Any]) -> int:
-    compiled = stmt.compile(dialect=_DIALECT)
+    """Return the planner's row estimate for ``stmt`` (``_total=estimate``).
+
+    The statement is compiled with its expanding parameters (IN-lists) rendered as one bound parameter per
+    value, so that the text given to EXPLAIN has a placeholder for every value the driver sends.
+    """
+    compiled = stmt.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
     plan = session.connection().exec_driver_sql("EXPLAIN (FORMAT JSON) " + compiled.string, compiled.params)
     data = plan.scalar()
     doc: Any = json.loads(data) if isinstance(data, str) else data

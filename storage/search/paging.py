@@ -21,9 +21,11 @@ from typing import Any
 from sqlalchemy import Boolean, ColumnElement, and_, false, func, literal, or_, select
 
 from core.errors import InvalidRequest
+from core.urlvalues import MAX_BIGINT
 from storage.search.criteria import Scope
 from storage.search.query import SortKey
 from storage.search.tables import INDEX_TABLES
+from storage.search.values import holds_number
 
 
 @dataclass(frozen=True)
@@ -117,20 +119,28 @@ def encode_cursor(direction: str, values: list[Any]) -> str:
 
 
 def _load(kind: str, value: Any) -> Any:
+    """Return a cursor value as its column's type, or raise ValueError for one no row of ours could have.
+
+    A cursor is the client's to send back, so it is checked like any input: integers fit a bigint, text is
+    UTF-8 without NUL (no lone surrogates), numbers are finite and within what the index holds.
+    """
     if value is None:
         return None
     if kind == "flag" and isinstance(value, bool):
         return value
-    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+    if kind == "int" and type(value) is int and -MAX_BIGINT - 1 <= value <= MAX_BIGINT:
         return value
     if kind == "text" and isinstance(value, str) and "\x00" not in value:
+        value.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError (a ValueError)
         return value
     if kind == "date" and isinstance(value, str):
         found = datetime.fromisoformat(value)
         if found.tzinfo is not None:
             return found
     if kind == "number" and isinstance(value, str):
-        return Decimal(value)
+        number = Decimal(value)
+        if holds_number(number):
+            return number
     raise ValueError(kind)
 
 

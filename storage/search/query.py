@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from core.errors import InvalidRequest, Issue
 from core.fhirtypes import resource_types
+from core.urlvalues import capped_int
 from storage.search.registry import RESOURCE_COLUMNS, BoundParameter, SearchRegistry
 
 MODIFIERS: dict[str, frozenset[str]] = {
@@ -314,9 +315,7 @@ class _Parser:
 
 
 def _count(value: str, max_count: int) -> int:
-    if not value.isdigit():
-        raise InvalidRequest(f"_count must be a non-negative integer, not {value!r}")
-    return min(int(value), max_count)
+    return capped_int(value, "_count", max_count)
 
 
 def parse_search(

@@ -10,20 +10,21 @@ import re
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
 from core.errors import InvalidRequest
-from core.fhirdates import parse_range
+from core.fhirdates import DATE_MAX, DATE_MIN, parse_range, span
 from core.fhirtypes import resource_types
 from storage.search.elements import QUANTITY_TYPES
 from storage.search.fhirpath import Item
 
-DATE_MIN = datetime(1, 1, 1, tzinfo=UTC)
-DATE_MAX = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 NUMBER_MIN = Decimal("-1e21")
 NUMBER_MAX = Decimal("1e21")
+# The finest digit an indexed number keeps: PostgreSQL's numeric holds 16,383 digits after the point, and no
+# JSON number Bulkhead stores (a double) has a digit below 1e-330.
+NUMBER_FINEST_EXPONENT = -400
 # Index keys must stay well under PostgreSQL's B-tree limit (about 2.7 KB): values are clipped (in bytes
 # of UTF-8) before they are indexed. Matching clips search values the same way.
 STRING_INDEX_CHARS = 200
@@ -160,10 +161,8 @@ def date_range(text: str) -> tuple[datetime, datetime] | None:
         except ValueError:
             return None
         if n == 10:
-            low = low.replace(tzinfo=UTC)
-            return low, low + _ONE_DAY
-        low = low.astimezone(UTC)
-        return low, low + (_ONE_MICRO if "." in text else _ONE_SECOND)
+            return span(low.replace(tzinfo=UTC), _ONE_DAY)
+        return span(low, _ONE_MICRO if "." in text else _ONE_SECOND)
     try:
         return parse_range(text)
     except InvalidRequest:
@@ -229,6 +228,18 @@ def reference_values(items: list[Item]) -> list[tuple[Any, ...]]:
     return list(out)
 
 
+_FINEST = Decimal(1).scaleb(NUMBER_FINEST_EXPONENT)
+_WIDE = Context(prec=1000)  # enough digits for any number from NUMBER_MIN to NUMBER_MAX at _FINEST
+
+
+def holds_number(number: Decimal) -> bool:
+    """Return True if ``number`` is one the index holds: finite, within the bounds, no digit below _FINEST."""
+    if not number.is_finite() or not NUMBER_MIN <= number <= NUMBER_MAX:
+        return False
+    exponent = number.as_tuple().exponent
+    return isinstance(exponent, int) and exponent >= NUMBER_FINEST_EXPONENT
+
+
 def _decimal(value: Any) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
@@ -236,7 +247,9 @@ def _decimal(value: Any) -> Decimal | None:
         number = Decimal(str(value))
     except InvalidOperation:
         return None
-    return number if number.is_finite() and NUMBER_MIN < number < NUMBER_MAX else None
+    if not number.is_finite() or not NUMBER_MIN < number < NUMBER_MAX:
+        return None
+    return number if holds_number(number) else number.quantize(_FINEST, context=_WIDE)
 
 
 def number_values(items: list[Item]) -> list[tuple[Any, ...]]:

@@ -96,6 +96,22 @@ def test_bad_audit_query_parameters_are_a_bad_request(secure_client, auth_keys):
     assert since.status_code == 400
 
 
+def test_audit_query_values_beyond_their_columns_are_a_bad_request_not_a_database_error(
+    secure_client, auth_keys
+):
+    # Given an administrator
+    admin = bearer(auth_keys.admin())
+    # When the page cursor is beyond a bigint, the count is in other digits, or a filter holds a NUL
+    for query in ("_before=" + "9" * 41, "_count=%C2%B2", "job=%00", "partition=a%00", "since=9999-12-31"):
+        response = secure_client.get(f"/_audit?{query}", headers=admin)
+        # Then each is a 4xx OperationOutcome (the last, a valid edge date, an empty page)
+        if query.startswith("since"):
+            assert response.status_code == 200, response.data
+        else:
+            assert response.status_code == 400, (query, response.data)
+            assert response.get_json(force=True)["resourceType"] == "OperationOutcome"
+
+
 def _job_row(conn, job_id: str, partition: str, status: str) -> None:  # type: ignore[no-untyped-def]
     conn.execute(
         "INSERT INTO job (id, group_id, kind, partition, definition, definition_hash, status, max_attempts) "

@@ -159,6 +159,22 @@ def test_since_adds_deleted_bundles_to_the_manifest(bulk: BulkApi, api: FlaskCli
 
 
 @pytest.mark.parametrize(
+    ("since", "expected"),
+    [("9999-12-31", {}), ("0001-01-01T00:00:00%2B05:00", {"Observation": 1, "Patient": 2})],
+)
+def test_an_export_since_either_end_of_the_calendar_completes(
+    bulk: BulkApi, api: FlaskClient, partition: str, since: str, expected: dict[str, int]
+) -> None:
+    # Given a partition with data
+    seed(api, partition, "female")
+    # When an export is asked for since the calendar's last day, or since its first instant east of UTC
+    manifest = bulk.finish(kick_off(api, partition, f"?_since={since}")).get_json()
+    # Then it completes: nothing changed after the first, everything after the second
+    assert {item["type"]: item["count"] for item in manifest["output"]} == expected
+    assert manifest["error"] == []
+
+
+@pytest.mark.parametrize(
     "query",
     [
         "?_outputFormat=text/csv",

@@ -136,3 +136,34 @@ def test_reads_carry_the_version_headers_of_what_they_return(client: FlaskClient
         ).status_code
         == 200
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "status"),
+    [
+        ("If-Match", 'W/"' + "9" * 5000 + '"', 412),
+        ("If-Match", 'W/"2147483648"', 412),
+        ("If-Match", 'W/"\u00b2"', 412),
+        ("If-Match", "W/", 412),
+        ("If-None-Exist", "_count=%C2%B2", 400),
+        ("If-None-Exist", "name=a%00", 400),
+        ("If-None-Exist", "birthdate=ap9999-12-31", 200),
+    ],
+)
+def test_a_conditional_header_out_of_range_is_a_4xx_outcome_and_stores_nothing(
+    client: FlaskClient, partition: str, name: str, value: str, status: int
+) -> None:
+    # Given a stored patient
+    path = f"{base(partition)}/Patient/h"
+    put(client, path, {"resourceType": "Patient", "id": "h"})
+    # When an update (If-Match) or a conditional create (If-None-Exist) carries a value beyond its range
+    body = {"resourceType": "Patient", "id": "h", "active": True}
+    target = path if name == "If-Match" else f"{base(partition)}/Patient"
+    method = client.put if name == "If-Match" else client.post
+    response = method(target, json=body, headers={"Content-Type": FHIR, name: value})
+    # Then it is refused with an OperationOutcome (or, for a valid edge date, answered), and nothing changed
+    if status >= 400:
+        assert_outcome(response, status)
+    else:
+        assert response.status_code in {200, 201}, response.data
+    assert client.get(path).get_json(force=True)["meta"]["versionId"] == "1"

@@ -43,6 +43,7 @@ def deep_patient(levels: int) -> bytes:
 
 
 PATIENT = b'{"resourceType":"Patient","id":"p1","active":true}'
+JOB = "0123456789abcdef" * 2  # the shape of a job id, naming no job
 CASES = [
     # 400: the request itself is malformed
     Case("malformed JSON on create", "POST", "/Patient", b'{"resourceType":"Patient",', 400, "invalid"),
@@ -75,6 +76,39 @@ CASES = [
     Case("an unknown version", "GET", "/Patient/p1/_history/99", None, 404, "not-found"),
     Case("a version that is not a number", "GET", "/Patient/p1/_history/x", None, 404, "not-found"),
     Case("the history of an unknown id", "GET", "/Patient/nobody/_history", None, 404, "not-found"),
+    # 4xx, not 500: control characters, integers beyond their columns and digits that are not ASCII
+    Case("a NUL after a job id", "GET", f"/_operations/export/{JOB}%00", None, 400, "invalid"),
+    Case("a NUL in a resource id", "GET", "/Patient/p1%00", None, 400, "invalid"),
+    Case("a control character in a search value", "GET", "/Patient?name=a%01", None, 400, "invalid"),
+    Case("a NUL in a job listing's kind", "GET", "/_operations?kind=%00", None, 400, "invalid"),
+    Case("a version beyond the version column", "GET", "/Patient/p1/_history/2147483648", None, 404),
+    Case("a version of 41 digits", "GET", "/Patient/p1/_history/" + "9" * 41, None, 404, "not-found"),
+    Case("a version of 5,000 digits", "GET", "/Patient/p1/_history/" + "9" * 5000, None, 404, "not-found"),
+    Case("a version in superscript digits", "GET", "/Patient/p1/_history/%C2%B2", None, 404, "not-found"),
+    Case("an _offset of 41 digits", "GET", "/_history?_offset=" + "9" * 41, None, 400, "invalid"),
+    Case("a _count in superscript digits", "GET", "/_history?_count=%C2%B2", None, 400, "invalid"),
+    Case("a search _count in Arabic-Indic digits", "GET", "/Patient?_count=%D9%A3", None, 400, "invalid"),
+    Case(
+        "an If-Match of 5,000 digits",
+        "PUT",
+        "/Patient/p1",
+        PATIENT,
+        412,
+        "conflict",
+        headers=(("If-Match", 'W/"' + "9" * 5000 + '"'),),
+    ),
+    Case(
+        "an If-Match beyond the version column",
+        "DELETE",
+        "/Patient/p1",
+        None,
+        412,
+        "conflict",
+        headers=(("If-Match", 'W/"2147483648"'),),
+    ),
+    Case("a job id in capitals", "GET", f"/_operations/export/{JOB.upper()}", None, 404, "not-found"),
+    Case("a job id of 5,000 characters", "DELETE", "/_operations/import/" + "a" * 5000, None, 404),
+    Case("a file of a job id too short", "GET", "/_operations/bulk-delete/abc/error-1.ndjson", None, 404),
     # 400: conditional writes without criteria never mean "every resource of the type"
     Case("DELETE on a type without criteria", "DELETE", "/Patient", None, 400, "invalid"),
     Case("PUT on a type without criteria", "PUT", "/Patient", PATIENT, 400, "invalid"),
@@ -221,6 +255,64 @@ def test_a_bad_partition_name_is_a_400_and_creates_nothing(client: FlaskClient, 
         )
         assert_outcome(resp, 400, "invalid")
     assert stored_state(client) == before
+
+
+BAD_JOB_IDS = [f"{JOB}%00", f"{JOB}%01", JOB[:31], JOB + "0", JOB.upper(), "..", "%2e%2e", "a" * 5000]
+
+
+@pytest.mark.parametrize("kind", ["export", "import", "reindex", "bulk-update", "bulk-delete"])
+@pytest.mark.parametrize("job_id", [*BAD_JOB_IDS, "%C3%A9" * 16], ids=lambda j: j[:40])
+def test_a_job_url_whose_id_cannot_be_a_job_is_a_4xx_for_every_kind_and_method(
+    client: FlaskClient, partition: str, other_partition: str, kind: str, job_id: str
+) -> None:
+    # Given a partition with data
+    seed(client, partition, other_partition)
+    before = stored_state(client, partition, other_partition)
+    for method, suffix in (("GET", ""), ("DELETE", ""), ("GET", "/error-1.ndjson")):
+        # When a job URL with an id no job can have is polled, cancelled or downloaded
+        resp = client.open(f"{base(partition)}/_operations/{kind}/{job_id}{suffix}", method=method)
+        # Then it is a 404 (or a 400 for a control character), an OperationOutcome, before any query
+        assert_outcome(resp, 400 if "%0" in job_id else 404)
+    assert stored_state(client, partition, other_partition) == before
+
+
+EDGE_QUERIES = [
+    ("/$export?_since=9999-12-31", 202),
+    ("/$export?_since=0001-01-01T00:00:00%2B05:00", 202),
+    ("/Patient?_lastUpdated=gt9999-12-31T23:59:59Z", 200),
+    ("/Patient?_lastUpdated=ap0001-01-01", 200),
+    ("/Patient?birthdate=ap9999-12-31", 200),
+    ("/Patient?birthdate=ap0001-01-01", 200),
+    ("/Patient?birthdate=9999-12-31T23:00:00-05:00", 200),
+    ("/Patient?birthdate=sa9999", 200),
+    ("/_history?_since=9999-12-31", 200),
+    ("/_history?_at=9999-12-31", 200),
+    ("/Patient/p1/_history?_since=0001-01-01T00:00:00%2B05:00", 200),
+    ("/Patient/_history?_at=0001-01-01", 200),
+    ("/Condition?_id=a,b&_total=estimate", 200),
+    ("/Observation?value-quantity=1e999999999", 200),
+    ("/Observation?value-quantity=lt-1e-999999999&_total=estimate", 200),
+    ("/Patient?_count=" + "9" * 41, 200),
+]
+
+
+@pytest.mark.parametrize(("path", "status"), EDGE_QUERIES, ids=[p for p, _ in EDGE_QUERIES])
+def test_a_value_at_the_edge_of_its_range_is_answered_and_changes_nothing(
+    client: FlaskClient, partition: str, other_partition: str, path: str, status: int
+) -> None:
+    # Given two partitions with data (a patient born on the calendar's last day among them)
+    seed(client, partition, other_partition)
+    put(
+        client,
+        f"{base(partition)}/Patient/edge",
+        {"resourceType": "Patient", "id": "edge", "birthDate": "9999-12-31"},
+    )
+    before = stored_state(client, partition, other_partition)
+    # When a date at the end of the calendar, a huge number or an IN-list estimate is asked for
+    resp = client.get(f"{base(partition)}{path}", headers={"Prefer": "respond-async"})
+    # Then it is answered like any other value (these are valid), and nothing stored changed
+    assert resp.status_code == status, resp.data[:500]
+    assert stored_state(client, partition, other_partition) == before
 
 
 def test_a_body_over_the_size_limit_is_a_413_and_stores_nothing(

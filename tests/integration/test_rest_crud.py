@@ -113,3 +113,42 @@ def test_history_with_summary_count_gives_the_total_without_entries_and_refuses_
     refused = client.get(f"{base(partition)}/Patient/h/_history?_summary=text")
     assert refused.status_code == 400
     assert refused.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_history_since_and_at_the_ends_of_the_calendar_are_answered_as_ranges(
+    client: FlaskClient, partition: str
+) -> None:
+    # Given a resource with two versions
+    b = base(partition)
+    put(client, f"{b}/Patient/h", {"resourceType": "Patient", "id": "h"})
+    put(client, f"{b}/Patient/h", {"resourceType": "Patient", "id": "h", "active": True})
+
+    def total(query: str) -> int:
+        response = client.get(f"{b}/Patient/h/_history?{query}")
+        assert response.status_code == 200, response.data
+        return int(response.get_json(force=True)["total"])
+
+    # When history is asked since or at the calendar's first and last instants, Then nothing overflows
+    assert total("_since=9999-12-31") == 0
+    assert total("_since=9999-12-31T23:59:59.999999Z") == 0
+    assert total("_at=9999-12-31") == 2
+    assert total("_since=0001-01-01T00:00:00%2B05:00") == 2
+    assert total("_at=0001-01-01") == 0
+    assert client.get(f"{b}/_history?_since=9999-12-31").status_code == 200
+
+
+def test_vread_of_a_version_no_version_column_can_hold_is_a_404_and_a_huge_offset_a_400(
+    client: FlaskClient, partition: str
+) -> None:
+    # Given a resource with one version
+    path = f"{base(partition)}/Patient/v"
+    put(client, path, {"resourceType": "Patient", "id": "v"})
+    # When versions beyond the integer column (or not in ASCII digits) are read, Then each is a 404
+    for vid in ("2147483648", "9" * 41, "%C2%B2", "0"):
+        response = client.get(f"{path}/_history/{vid}")
+        assert response.status_code == 404, (vid, response.data)
+        assert outcome_codes(response) == ["not-found"]
+    assert client.get(f"{path}/_history/0001").get_json(force=True)["id"] == "v"
+    # And an _offset beyond a bigint is a 400, not a database error
+    response = client.get(f"{path}/_history?_offset={'9' * 41}")
+    assert response.status_code == 400 and outcome_codes(response) == ["invalid"]

@@ -184,6 +184,48 @@ def test_date_search_compares_precision_ranges_with_every_prefix(
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
+        ("Patient?birthdate=9999-12-31", {"Patient/last"}),
+        ("Patient?birthdate=9999", {"Patient/last", "Patient/y9999"}),
+        ("Patient?birthdate=ap9999-12-31", {"Patient/last", "Patient/y9999"}),
+        ("Patient?birthdate=gt9999-12-31T23:59:59Z", set()),
+        ("Patient?birthdate=ge9999-12-31", {"Patient/last", "Patient/y9999"}),
+        ("Patient?birthdate=sa9998", {"Patient/last", "Patient/y9999"}),
+        ("Patient?birthdate=9999-12-31T23:00:00-05:00", set()),
+        ("Patient?birthdate=0001-01-01", {"Patient/first"}),
+        ("Patient?birthdate=ap0001-01-01", {"Patient/first"}),
+        ("Patient?birthdate=lt0001-01-02", {"Patient/first"}),
+        ("Patient?birthdate=le0001-01-01T00:00:00%2B05:00", set()),
+        ("Patient?birthdate=eb0002", {"Patient/first"}),
+        ("Patient?birthdate=ne0001-01-01", {"Patient/last", "Patient/y9999"}),
+        ("Patient?_lastUpdated=gt9999-12-31T23:59:59Z", set()),
+        ("Patient?_lastUpdated=ap0001-01-01", set()),
+        ("Patient?_lastUpdated=lt9999", {"Patient/first", "Patient/last", "Patient/y9999"}),
+    ],
+)
+def test_dates_at_either_end_of_the_calendar_are_ranges_that_search_like_any_other(
+    client: FlaskClient, partition: str, query: str, expected: set[str]
+) -> None:
+    # Given patients born on the calendar's first day, its last day, and in its last year
+    for rid, born in (("first", "0001-01-01"), ("last", "9999-12-31"), ("y9999", "9999")):
+        put(
+            client,
+            f"{base(partition)}/Patient/{rid}",
+            {"resourceType": "Patient", "id": rid, "birthDate": born},
+        )
+    # When they are searched by dates at the ends of the calendar, Then each prefix compares clamped ranges
+    assert ids(client, partition, query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("Observation?value-quantity=1e999999999", set()),
+        ("Observation?value-quantity=gt1e999999999", set()),
+        ("Observation?value-quantity=lt1e999999999", {"Observation/example", "Observation/o2"}),
+        ("Observation?value-quantity=gt-1e999999999", {"Observation/example", "Observation/o2"}),
+        ("Observation?value-quantity=1e-999999999", set()),
+        ("Observation?value-quantity=ap1e30", set()),
+        ("RiskAssessment?probability=gt1e-999999999", {"RiskAssessment/r1"}),
         ("Observation?value-quantity=185", {"Observation/example"}),
         ("Observation?value-quantity=72.5", {"Observation/o2"}),
         ("Observation?value-quantity=72", set()),

@@ -444,3 +444,35 @@ def test_transactions_creating_the_same_new_ids_in_opposite_orders_answer_200_or
         assert sorted([first[n], second[n]]) in ([200, 200], [200, 409]), (first, second)
         history = client.get(f"{base(partition)}/Patient/x{n}/_history").get_json(force=True)
         assert history["total"] == [first[n], second[n]].count(200)
+
+
+BIG = "9" * 5000
+
+
+def test_versions_and_etags_no_version_column_can_hold_are_404_and_412_inside_batches_and_transactions(
+    client: FlaskClient, partition: str
+) -> None:
+    # Given a patient with one version
+    put(client, f"{base(partition)}/Patient/p1", {"resourceType": "Patient", "id": "p1"})
+    before = stored_state(client, partition)
+    patient = {"resourceType": "Patient", "id": "p1", "active": True}
+    cases = [
+        (entry("GET", "Patient/p1/_history/\u00b2"), "404"),
+        (entry("GET", "Patient/p1/_history/2147483648"), "404"),
+        (entry("GET", f"Patient/p1/_history/{BIG}"), "404"),
+        (entry("PUT", "Patient/p1", patient, ifMatch=f'W/"{BIG}"'), "412"),
+        (entry("DELETE", "Patient/p1", ifMatch='W/"2147483648"'), "412"),
+    ]
+    for item, status in cases:
+        # When a batch carries the entry, Then the entry answers 404 / 412 and the batch is a 200
+        answer = post(client, root(partition), bundle(item, kind="batch"))
+        assert answer.status_code == 200, answer.data[:500]
+        assert answer.get_json(force=True)["entry"][0]["response"]["status"].startswith(status)
+        # And a transaction carrying it fails as a whole with that status and an OperationOutcome
+        assert_outcome(post(client, root(partition), bundle(item)), int(status))
+    # And an If-None-Match of 5,000 digits names no version, so the read answers 200
+    read = post(client, root(partition), bundle(entry("GET", "Patient/p1", ifNoneMatch=f'W/"{BIG}"')))
+    assert read.status_code == 200 and read.get_json(force=True)["entry"][0]["response"]["status"].startswith(
+        "200"
+    )
+    assert stored_state(client, partition) == before

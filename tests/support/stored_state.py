@@ -1,13 +1,15 @@
-"""What a partition holds, as seen over HTTP: to prove that a refused request changed nothing."""
+"""What a partition holds, over HTTP and row by row in SQL: to prove that refused requests changed nothing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from storage.db import libpq_url
 from tests.support.fhir import base
 
 
@@ -51,3 +53,41 @@ def assert_outcome(response: TestResponse, status: int, *codes: str) -> dict[str
     if codes:
         assert [issue["code"] for issue in body["issue"]][: len(codes)] == list(codes), body
     return body
+
+
+@dataclass(frozen=True)
+class StoredRows:
+    """Every row a partition holds, read with SQL as the tables' owner: resource versions as stored and the
+    number of search-index rows of each table, plus the names of every partition of the server."""
+
+    resources: tuple[tuple[Any, ...], ...]
+    index_counts: tuple[tuple[str, int], ...]
+    partitions: tuple[str, ...]
+
+
+_INDEX_TABLES = ("string", "token", "date", "reference", "number", "quantity", "uri")
+
+
+def stored_rows(connection: psycopg.Connection[Any], partition: str) -> StoredRows:
+    """Return what ``partition`` holds, row by row, read on a connection of the tables' owner."""
+    resources = connection.execute(
+        "SELECT r.surrogate_id, r.resource_type, r.resource_id, r.version, r.last_updated, r.is_history,"
+        " r.is_deleted, r.raw FROM resource r JOIN partition p ON p.id = r.partition_id"
+        " WHERE p.name = %s ORDER BY r.surrogate_id",
+        (partition,),
+    ).fetchall()
+    counts = []
+    for table in _INDEX_TABLES:
+        row = connection.execute(
+            f"SELECT count(*) FROM search_{table} s JOIN partition p ON p.id = s.partition_id"
+            " WHERE p.name = %s",
+            (partition,),
+        ).fetchone()
+        counts.append((table, int(row[0]) if row else 0))
+    names = connection.execute("SELECT name FROM partition ORDER BY name").fetchall()
+    return StoredRows(tuple(tuple(r) for r in resources), tuple(counts), tuple(str(n[0]) for n in names))
+
+
+def owner_connection(owner_database_url: str) -> psycopg.Connection[Any]:
+    """Open an autocommit connection as the tables' owner (row-level security does not hide rows from it)."""
+    return psycopg.connect(libpq_url(owner_database_url), autocommit=True)

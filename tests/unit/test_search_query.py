@@ -125,5 +125,41 @@ def test_a_cursor_round_trips_and_a_forged_one_is_refused() -> None:
             decode_cursor(forged, columns)
 
 
+def test_a_number_with_a_huge_exponent_either_way_is_bounded_to_what_the_index_holds() -> None:
+    # Given numbers far beyond the index's bounds, When they are parsed as search values
+    # Then they compare as the bound (nothing indexed lies beyond it) or round to zero, never overflowing
+    assert number_range("1e999999999") == (Decimal("1e22"), Decimal("5e21"), Decimal("1e22"))
+    assert number_range("-1e999999999")[0] == Decimal("-1e22")
+    assert number_range("1e-999999999") == (Decimal(0), Decimal("-5e-401"), Decimal("5e-401"))
+    assert number_range("9" * 400)[0] == Decimal("1e22")
+    for text in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(InvalidRequest):
+            number_range(text)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [False, datetime(2024, 1, 2, tzinfo=UTC), "p1", 2**63],
+        [False, datetime(2024, 1, 2, tzinfo=UTC), "p1", -(2**63) - 1],
+        [False, datetime(2024, 1, 2, tzinfo=UTC), "\ud800", 42],
+        [False, datetime(2024, 1, 2, tzinfo=UTC), "p1", True],
+    ],
+)
+def test_a_cursor_holding_a_value_no_row_could_have_is_refused(values: list[object]) -> None:
+    columns = order_columns(ResourceRow, (SortKey("date", "date", True), SortKey("_id", "token")), Scope(1))
+    with pytest.raises(InvalidRequest):
+        decode_cursor(encode_cursor("n", values), columns)
+
+
+@pytest.mark.parametrize("number", ["1e999999999", "-1e-999999999", "NaN", "Infinity", "1" * 5000, "1e-401"])
+def test_a_cursor_holding_a_number_the_index_cannot_hold_is_refused(number: str) -> None:
+    columns = order_columns(ResourceRow, (SortKey("probability", "number"),), Scope(1))
+    with pytest.raises(InvalidRequest):
+        decode_cursor(encode_cursor("n", [False, number, 7]), columns)
+    held = decode_cursor(encode_cursor("n", [False, "0.5", 7]), columns)
+    assert held == (False, [False, Decimal("0.5"), 7])
+
+
 def test_split_values_keeps_other_escapes_for_the_type_parsers() -> None:
     assert split_values("a\\|b,c\\,d") == ["a\\|b", "c,d"]
