@@ -42,7 +42,7 @@ def test_requests_are_counted_and_timed_by_partition_and_route(client, partition
         for labels, _ in counts
         if labels["partition"] == partition and labels["method"] == "GET"
     }
-    assert routes == {"/<rtype:rtype>/<rid>"}
+    assert routes == {"/<rtype:rtype>/<fhirid:rid>"}
     latency = _samples(text, "bulkhead_http_request_duration_seconds_count")
     assert [v for labels, v in latency if labels["partition"] == partition and labels["method"] == "GET"] == [
         2.0
