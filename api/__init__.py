@@ -1,4 +1,4 @@
-"""The HTTP layer: Flask application, FHIR REST and bulk operation endpoints, the CLI."""
+"""The HTTP layer: the Flask application, its blueprints and hooks, errors as OperationOutcomes."""
 
 from __future__ import annotations
 

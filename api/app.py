@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.before_request(refuse_control_characters)
     app.before_request(negotiate_format)
     register_error_handlers(app)
-    from api.auth_install import install_security
+    from api.security.install import install_security
 
     install_security(app, settings, database)
 

@@ -20,13 +20,14 @@ from typing import Any
 
 from flask import Response, current_app, request
 
-from api.auth import current_principal
-from api.errors import FHIR_JSON, operation_outcome
+from api.errors import FHIR_JSON
 from api.http import base_url, fhir_response
+from api.security.auth import current_principal
 from core.deflate import gzip_chunks
 from core.errors import Issue, NotFound, Unauthorized
 from core.fhirjson import dumps
 from core.jobs import ACTIVE_STATUSES, ANONYMOUS, JobCaller, JobStatus, JobStatusView
+from core.outcome import operation_outcome
 from core.settings import Settings
 from storage import Database
 from storage.objectstore import ObjectStore, object_store_from_settings

@@ -23,18 +23,19 @@ from api.bulk_common import job_caller as _caller
 from api.bulk_common import own_path as _own_path
 from api.bulk_common import settings as _settings
 from api.bulk_common import store as _store
-from api.errors import FHIR_JSON, operation_outcome
+from api.errors import FHIR_JSON
 from api.http import base_url, fhir_response
-from api.quotas import partition_limits
+from api.security.quotas import partition_limits
 from api.typed import current_request
 from core.errors import InvalidRequest, Issue, NotFound
 from core.fhirdates import format_instant
 from core.fhirjson import dumps
+from core.outcome import operation_outcome
 from core.settings import Settings
 from orchestrator import export_service as jobs_api
 from orchestrator.export import KIND, resolve_patients
 from orchestrator.export_service import ACTIVE, ExportStatus
-from storage.export_gzip import GZIP, inflate
+from storage.export.compression import GZIP, inflate
 
 log = logging.getLogger(__name__)
 bp = Blueprint("bulk_export", __name__)

@@ -27,12 +27,12 @@ from typing import Any
 from flask import Blueprint, Response
 
 from api import bulk_common as common
-from api.errors import operation_outcome
 from api.http import base_url, fhir_response
 from api.typed import current_request
 from core.errors import Issue, NotFound, TooManyRequests
 from core.fhirdates import format_instant
 from core.jobs import ACTIVE_STATUSES
+from core.outcome import operation_outcome
 from orchestrator import service
 from orchestrator.bulk_edit import DELETE, UPDATE, committed_counts
 from orchestrator.import_ import KIND as IMPORT

@@ -1,15 +1,15 @@
-"""The one place where errors become HTTP statuses and FHIR OperationOutcomes."""
+"""The one place where errors become HTTP statuses and FHIR OperationOutcome answers."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from core.errors import BulkheadError, Issue
 from core.fhirjson import dumps
+from core.outcome import operation_outcome
 
 log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -23,21 +23,6 @@ _HTTP_CODES = {
     415: "not-supported",
     429: "throttled",
 }
-
-
-def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
-    """Build an OperationOutcome resource from issues."""
-    out = []
-    for issue in issues:
-        item: dict[str, Any] = {
-            "severity": issue.severity,
-            "code": issue.code,
-            "diagnostics": issue.diagnostics,
-        }
-        if issue.expression:
-            item["expression"] = list(issue.expression)
-        out.append(item)
-    return {"resourceType": "OperationOutcome", "issue": out}
 
 
 def outcome_response(status: int, issues: list[Issue], headers: dict[str, str] | None = None) -> Response:

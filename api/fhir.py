@@ -1,7 +1,7 @@
 """The FHIR REST blueprint: read, vread, create, update, patch, delete and history, in one partition.
 
 Conditional update, patch and delete (``PUT/PATCH/DELETE [base]/[type]?criteria``) search in the URL's
-partition only; see ``api/conditional.py`` for their rules.
+partition only; see ``services/conditional.py`` for their rules.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from api import conditional, service
-from api.errors import operation_outcome
 from api.http import (
     base_url,
     fhir_response,
@@ -24,7 +22,10 @@ from api.http import (
 from api.typed import current_request
 from core.errors import InvalidRequest, Issue
 from core.fhirdates import format_instant, parse_instant
+from core.outcome import operation_outcome
 from core.urlvalues import bounded_int, capped_int
+from services import conditional
+from services import rest as service
 from services.patching import patch_from_body
 from storage import Database, StoredVersion
 from storage.search import SearchQuery
@@ -189,7 +190,7 @@ def _history_bundle(
         args.update({"_count": str(count), "_offset": str(offset + count)})
         query = "&".join(f"{k}={v}" for k, v in args.items())
         links.append({"relation": "next", "url": f"{request.base_url}?{query}"})
-    from api.bundles import render_bundle
+    from services.render import render_bundle
 
     return render_bundle(
         {"resourceType": "Bundle", "type": "history", "total": total, "link": links},

@@ -123,7 +123,7 @@ def resource_response(
     if choice == "minimal":
         return Response(b"", status=status, headers=headers)
     if choice == "OperationOutcome":
-        from api.errors import operation_outcome
+        from core.outcome import operation_outcome
 
         text = outcome or f"{stored.resource_type}/{stored.resource_id} version {stored.version} stored"
         return fhir_response(

@@ -67,7 +67,7 @@ def _security(settings: Any) -> dict[str, Any]:
     """Return rest.security when authentication is on: SMART on FHIR with the token endpoint."""
     if not settings.auth_enabled:
         return {}
-    from api.smart import token_endpoint_url
+    from api.security.smart import token_endpoint_url
 
     return {
         "security": {

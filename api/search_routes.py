@@ -12,12 +12,12 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app
 
-from api.bundles import render_bundle
-from api.errors import operation_outcome
 from api.http import base_url, fhir_response
 from api.typed import current_request
 from core.fhirelements import element_names, mandatory_elements, subset
 from core.fhirtypes import resource_types
+from core.outcome import operation_outcome
+from services.render import render_bundle
 from services.requests import FhirRequest
 from storage import Database, StoredVersion
 from storage.search import SearchResult, search

@@ -18,17 +18,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.http import HTTP_STATUS_CODES
 
-from api import service
-from api.bundles import render_bundle
-from api.conditional import (
-    conditional_delete_in,
-    conditional_patch_target,
-    conditional_update_target,
-    find_matching,
-)
-from api.errors import operation_outcome
 from api.http import base_url, fhir_response, prefer_return
-from api.transaction_search import searchset
 from api.typed import current_request
 from core.errors import (
     BulkheadError,
@@ -40,6 +30,8 @@ from core.errors import (
 )
 from core.fhirdates import format_instant, parse_instant
 from core.fhirjson import dumps
+from core.outcome import operation_outcome
+from services import rest as service
 from services.bundle_checks import check_overlaps, check_same_criteria, relabel
 from services.bundle_entries import (
     ORDER,
@@ -51,7 +43,15 @@ from services.bundle_entries import (
     rewrite_references,
 )
 from services.bundle_requests import EntryOutcome
+from services.bundle_search import searchset
+from services.conditional import (
+    conditional_delete_in,
+    conditional_patch_target,
+    conditional_update_target,
+    find_matching,
+)
 from services.patching import patch_from_entry
+from services.render import render_bundle
 from services.requests import FhirRequest
 from storage import Database, StoredVersion, UnitOfWork
 
@@ -358,7 +358,7 @@ def batch_or_transaction(partition: str) -> Response:
 
 
 def _remember_outcomes(typed: tuple[FhirRequest, ...], entries: list[Entry], results: list[Result]) -> None:
-    """Keep what each entry did for its own audit event (``api.audit``)."""
+    """Keep what each entry did for its own audit event (``api.security.audit``)."""
     g.bulkhead_entry_outcomes = [
         EntryOutcome(
             index=entry.index,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from api.app import create_app
-from api.logs import configure_logging
+from core.logs import configure_logging
 from core.settings import Settings
 
 

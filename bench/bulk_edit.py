@@ -31,11 +31,11 @@ from bench.common import bench_database, machine, ratio, record, table
 from bench.import_ import cluster_env, job_seconds
 from core.fhirdates import format_instant
 from core.jobs import ANONYMOUS
-from core.synthetic import Population, patient_resources
+from harness.cluster import JobCluster
 from orchestrator import service
 from storage import Database, stamp_new, write_new_resources
 from storage.db import libpq_url
-from tests.support.jobprocs import JobCluster
+from tools.synthetic import Population, patient_resources
 
 PATCH: dict[str, Any] = {
     "resourceType": "Parameters",
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args(argv)
     from bench.jobs import _redis_url
-    from tests.support.services import fresh_bucket, s3_server
+    from harness.services import fresh_bucket, s3_server
 
     work = Path(tempfile.mkdtemp(prefix="bench-bulk-edit-"))
     redis_url, redis_server = _redis_url()

@@ -2,7 +2,7 @@
 
     python -m bench bulkwrite [--resources 100000] [--batch 5000] [--record]
 
-The same synthetic resources (``core/synthetic.py``), generated ahead in chunks and not timed, are written
+The same synthetic resources (``tools/synthetic.py``), generated ahead in chunks and not timed, are written
 three ways, in rotation chunk by chunk, each into a partition of its own:
 
 - baseline: a bare ``COPY resource (…) FROM STDIN`` of the rows, as the table owner (no row-level security,
@@ -26,9 +26,9 @@ from typing import Any
 import psycopg
 
 from bench.common import bench_database, machine, ratio, record, table, timed
-from core.synthetic import Population, organization, patient_resources, practitioner
 from storage import Database, NewResource, stamp_new, write_new_resources
 from storage.db import libpq_url
+from tools.synthetic import Population, organization, patient_resources, practitioner
 
 _COPY = (
     "COPY resource (partition_id, resource_type, resource_id, version, last_updated, is_deleted, is_history, "

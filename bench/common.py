@@ -30,8 +30,8 @@ from typing import TypeVar
 import psycopg
 import requests
 
+from cli.embedded import free_port
 from storage.db import libpq_url
-from storage.embedded import free_port
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ class BenchDatabase:
 @contextmanager
 def bench_database() -> Iterator[BenchDatabase]:
     """Yield a fresh migrated database; drop it (and stop any server started for it) at the end."""
-    from tests.support.services import fresh_database, migrate_for_tests, postgres_server
+    from harness.services import fresh_database, migrate_for_tests, postgres_server
 
     with postgres_server() as server, fresh_database(server) as url:
         yield BenchDatabase(owner_url=url, app_url=migrate_for_tests(url))

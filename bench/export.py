@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-mb", type=float, default=5.0)
     args = parser.parse_args(argv)
 
-    from tests.support.services import fresh_bucket, fresh_database, postgres_server, s3_server
+    from harness.services import fresh_bucket, fresh_database, postgres_server, s3_server
 
     with (
         postgres_server() as server,

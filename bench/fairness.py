@@ -27,10 +27,10 @@ from bench.common import BenchDatabase, bench_database, machine, record, table
 from bench.jobs import _redis_url
 from core.jobs import ANONYMOUS, JobStatus
 from core.settings import Settings
+from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for, wait_for_status
 from orchestrator import service
 from storage import Database
 from storage.jobs import JobQueue
-from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for, wait_for_status
 from workers.broker import close_outboxes
 
 ENDED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}

@@ -32,10 +32,10 @@ from core.exportspec import ExportSpec
 from core.fhirdates import format_instant
 from core.jobs import ANONYMOUS, JobStatus
 from core.settings import Settings
+from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for_status
 from orchestrator import service
 from storage import Database
 from storage.db import libpq_url
-from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for_status
 from workers.broker import close_outboxes
 
 
@@ -93,7 +93,7 @@ def _list(times: list[float]) -> str:
 
 def measure(app_url: str, owner_url: str, redis_url: str, args: argparse.Namespace, logs: Path) -> str:
     """Seed A and B, run B idle then next to A; return the report."""
-    from tests.support.services import fresh_bucket, s3_server
+    from harness.services import fresh_bucket, s3_server
 
     seed(owner_url, "tenant-a", args.large)
     seed(owner_url, "tenant-b", args.small)

@@ -31,7 +31,6 @@ from typing import Any
 import orjson
 import psycopg
 
-from api import service
 from bench.common import table
 from bench.export_seed import seed
 from bench.fairness import run_with_services
@@ -40,10 +39,11 @@ from core.fhirdates import format_instant
 from core.fhirpath_limits import expression_problems
 from core.jobs import ANONYMOUS, JobStatus
 from core.settings import Settings
+from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for_status
 from orchestrator import service as jobs
+from services import rest as service
 from storage import Database
 from storage.db import libpq_url
-from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for_status
 from workers.broker import close_outboxes
 
 _CHARS = "%context.name.first().family.toChars()"
@@ -111,7 +111,7 @@ def _list(times: list[float]) -> str:
 
 def measure(app_url: str, owner_url: str, redis_url: str, args: argparse.Namespace, logs: Path) -> str:
     """Seed H and B, store H's parameter, run B idle then next to H's reindex; return the report."""
-    from tests.support.services import fresh_bucket, s3_server
+    from harness.services import fresh_bucket, s3_server
 
     assert expression_problems(HOSTILE) == (), "the store-time checks must accept the parameter"
     logging.getLogger("storage.search.prepared").setLevel(logging.ERROR)  # a warning per write of H

@@ -2,7 +2,7 @@
 
     python -m bench import_ [--resources 1000000] [--validated 100000] [--workers 2] [--record]
 
-Synthetic NDJSON (``core/synthetic.py``: patients with encounters, observations, conditions, prescriptions)
+Synthetic NDJSON (``tools/synthetic.py``: patients with encounters, observations, conditions, prescriptions)
 is written to S3 before any timing. Then, with a real orchestrator and ``bulkhead worker --processes N``:
 
 1. trusted import (``validation=none``, InitialLoad) of ``--resources`` resources into an empty partition,
@@ -34,14 +34,14 @@ from bench.bulkwrite import bare_copy
 from bench.common import bench_database, machine, ratio, record, table
 from core.importspec import parse_import
 from core.jobs import ANONYMOUS, MACHINERY, JobStatus
-from core.synthetic import Population, organization, patient_resources, practitioner
+from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for_status
 from orchestrator import service
 from orchestrator.import_ import prepare_import
 from storage import Database, NewResource, stamp_new
 from storage.db import libpq_url
 from storage.jobs import JobQueue
 from storage.objectstore import object_store_from_settings
-from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for_status
+from tools.synthetic import Population, organization, patient_resources, practitioner
 
 
 def resources(count: int, seed: int) -> Iterator[dict[str, Any]]:
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args(argv)
     from bench.jobs import _redis_url
-    from tests.support.services import fresh_bucket, s3_server
+    from harness.services import fresh_bucket, s3_server
 
     work = Path(tempfile.mkdtemp(prefix="bench-import-"))
     redis_url, redis_server = _redis_url()

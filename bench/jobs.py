@@ -22,10 +22,10 @@ import redis
 
 from bench.common import Latencies, bench_database, machine, ms, ratio, record, table
 from core.jobs import ANONYMOUS, MACHINERY, JobStatus
+from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for, wait_for_status
 from orchestrator import service
 from storage import Database
 from storage.jobs import JobQueue
-from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for, wait_for_status
 from workers.broker import close_outboxes, outbox_for
 
 #: The baseline actor of ``tests/support/noop_actor.py`` (not imported here: it builds a broker on import).
@@ -38,7 +38,7 @@ def _redis_url() -> tuple[str, object | None]:
     url = os.environ.get("BULKHEAD_TEST_REDIS_URL")
     if url:
         return url, None
-    from storage.embedded import EmbeddedRedis
+    from cli.embedded import EmbeddedRedis
 
     server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-redis-")))
     return server.start(), server

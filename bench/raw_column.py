@@ -2,7 +2,7 @@
 
     python -m bench raw_column [--resources 200000] [--runs 2] [--record]
 
-The same synthetic resources (``core/synthetic.py``) go into three copies of the ``resource`` table that
+The same synthetic resources (``tools/synthetic.py``) go into three copies of the ``resource`` table that
 differ only in the type of ``raw``, with the same indexes. For each type, in one run on this machine:
 
 - COPY in: ``COPY … FROM STDIN`` of the same lines (read from one file, so every type gets the same bytes);
@@ -29,9 +29,9 @@ from typing import Any
 import psycopg
 
 from bench.common import bench_database, machine, ratio, record, table, timed
-from core.synthetic import generate
 from storage import stamp_new
 from storage.db import libpq_url
+from tools.synthetic import generate
 
 KINDS = ("text", "json", "jsonb")
 _COLUMNS = "partition_id, resource_type, resource_id, version, last_updated, is_deleted, is_history, raw"

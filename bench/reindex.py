@@ -25,9 +25,9 @@ from bench.common import bench_database, machine, ratio, record, table
 from bench.import_ import cluster_env, job_seconds, resources
 from core.fhirdates import format_instant
 from core.jobs import ANONYMOUS
+from harness.cluster import JobCluster
 from orchestrator import service
 from storage import Database, stamp_new, write_new_resources
-from tests.support.jobprocs import JobCluster
 
 TARGET = 10_000
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args(argv)
     from bench.jobs import _redis_url
-    from tests.support.services import fresh_bucket, s3_server
+    from harness.services import fresh_bucket, s3_server
 
     work = Path(tempfile.mkdtemp(prefix="bench-reindex-"))
     redis_url, redis_server = _redis_url()

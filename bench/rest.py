@@ -37,9 +37,9 @@ import psycopg
 import requests
 
 from bench.common import Latencies, api_server, bench_database, machine, ms, peak_rss, ratio, record, table
-from core.synthetic import Population, generate
 from storage import Database, stamp_new, write_new_resources
 from storage.db import libpq_url
+from tools.synthetic import Population, generate
 
 PARTITION = "bench"
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}

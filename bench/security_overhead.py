@@ -22,9 +22,9 @@ import psycopg
 from api import create_app
 from bench.common import Latencies, bench_database, machine, ms, ratio, record
 from core.settings import Settings
+from harness.tokens import AuthKeys, bearer
 from storage import Database
 from storage.db import libpq_url
-from tests.support.auth import AuthKeys, bearer
 
 PARTITION = "bench"
 
@@ -73,7 +73,7 @@ def _copy_rate(url: str, rows: int, *, app: bool, runs: int) -> float:
 
 def _direct_costs(owner_url: str, app_url: str, keys: AuthKeys, n: int) -> list[str]:
     """Time each added piece alone: a point read as owner vs app role, one audit INSERT, token checks."""
-    from api.auth_tokens import TokenValidator
+    from services.tokens import TokenValidator
     from storage.audit import AuditEvent, AuditLog
 
     def lat(fn) -> Latencies:  # type: ignore[no-untyped-def]

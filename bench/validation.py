@@ -2,7 +2,7 @@
 
     python -m bench validation [--patients 300] [--record]
 
-Resources are the synthetic records (``core/synthetic.py``: patients, encounters, vitals and labs,
+Resources are the synthetic records (``tools/synthetic.py``: patients, encounters, vitals and labs,
 conditions, prescriptions) plus the official R4 examples shipped with the tests. Each level runs over the same
 parsed resources and is timed in CPU time of this process (other load on the machine does not count):
 
@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 
 from bench.common import machine, ratio, record, table
-from core.synthetic import generate
 from core.validation import full_issues, r4b_model, structural_issues
+from tools.synthetic import generate
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "tests" / "data" / "r4-examples"
 

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from core.errors import BulkheadError, Conflict, Forbidden, InvalidRequest, Issue, NotFound, Unprocessable
+from core.outcome import operation_outcome
 
 
 class JobStatus(StrEnum):
@@ -180,30 +181,15 @@ def definition_hash(definition: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def job_outcome(issues: list[Issue]) -> dict[str, Any]:
-    """Return the OperationOutcome (as JSON) that a failed job keeps in its ``error`` column."""
-    out: list[dict[str, Any]] = []
-    for issue in issues:
-        item: dict[str, Any] = {
-            "severity": issue.severity,
-            "code": issue.code,
-            "diagnostics": issue.diagnostics,
-        }
-        if issue.expression:
-            item["expression"] = list(issue.expression)
-        out.append(item)
-    return {"resourceType": "OperationOutcome", "issue": out}
-
-
 def failure_outcome(message: str, code: str = "exception") -> dict[str, Any]:
     """Return the OperationOutcome of a job that failed for ``message``."""
-    return job_outcome([Issue(diagnostics=message, code=code)])
+    return operation_outcome([Issue(diagnostics=message, code=code)])
 
 
 def outcome_of(exc: BaseException) -> dict[str, Any]:
     """Return the OperationOutcome that describes why ``exc`` failed a job."""
     if isinstance(exc, (BulkheadError, PermanentJobError)):
-        return job_outcome(exc.issues)
+        return operation_outcome(exc.issues)
     return failure_outcome(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 

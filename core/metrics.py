@@ -1,8 +1,9 @@
 """Prometheus metrics shared by every process (API, orchestrator, workers), and helpers to count.
 
-The objects live here, free of Flask, so that workers can count what they do; ``api/metrics.py`` serves
-them. Under gunicorn or several worker processes set ``PROMETHEUS_MULTIPROC_DIR`` (``bulkhead serve`` does)
-so that every process's counts are summed at scrape time.
+The objects live here, free of Flask, so that workers can count what they do;
+``api/security/metrics.py`` serves them. Under gunicorn or several worker processes set
+``PROMETHEUS_MULTIPROC_DIR`` (``bulkhead serve`` does) so that every process's counts are summed at scrape
+time.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Check a FHIR JSON resource against the R4 (4.0.1) definitions, fast and without a model.
 
 The definitions are a compact table built from the official R4 StructureDefinitions, ValueSets and
-CodeSystems by ``core/build_r4_validation_data.py`` (``core/data/r4_validation.json.gz``). The walk checks
+CodeSystems by ``tools/build_r4_validation_data.py`` (``core/data/r4_validation.json.gz``). The walk checks
 what the JSON form of R4 requires: known members only, arrays where the cardinality is ``*`` and single values
 elsewhere, required elements, one variant per choice element, the JSON kind and lexical form of every
 primitive, primitive extensions (``_given``) aligned with their values, no ``null``, empty object, empty array

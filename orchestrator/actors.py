@@ -10,7 +10,7 @@ import dramatiq
 from orchestrator.lifecycle import advance_group
 from workers.actors import broker, settings
 from workers.broker import ORCHESTRATE_ACTOR, ORCHESTRATOR_QUEUE, broker_queue
-from workers.runtime import worker_resources
+from workers.resources import worker_resources
 
 
 @dramatiq.actor(

@@ -26,8 +26,8 @@ from core.fhirtypes import resource_types
 from core.settings import Settings
 from orchestrator.registry import register_planner
 from storage import Database
-from storage.export_planning import ExportRange, existing_ids, plan_ranges, types_present, wait_for_writers
-from storage.export_reader import ExportWindow, partition_id
+from storage.export.planning import ExportRange, existing_ids, plan_ranges, types_present, wait_for_writers
+from storage.export.reader import ExportWindow, partition_id
 
 log = logging.getLogger(__name__)
 KIND = "export"

@@ -21,14 +21,15 @@ from core.jobs import (
     JobStatus,
     PermanentJobError,
     failure_outcome,
-    job_outcome,
     outcome_of,
 )
+from core.logs import job_log_context
+from core.outcome import operation_outcome
 from orchestrator.registry import Planner, planner_for
 from workers.heartbeat import JobHeartbeat
-from workers.logs import job_log_context
 from workers.release import release_work
-from workers.runtime import JobContext, WorkerResources, retry_delay, worker_name
+from workers.resources import WorkerResources
+from workers.runtime import JobContext, retry_delay, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _plan(resources: WorkerResources, planner: Planner, group: JobInfo) -> str:
         log.warning("planning of %s was taken over by another orchestrator", job.id)
         return "fenced"
     except PermanentJobError as exc:
-        return _fail(resources, job, job_outcome(exc.issues), exc.message)
+        return _fail(resources, job, operation_outcome(exc.issues), exc.message)
     except _REQUEST_ERRORS as exc:
         return _fail(resources, job, outcome_of(exc), exc.message)
     except Shutdown:
@@ -198,7 +199,7 @@ def _part_failure(group: JobInfo, part: JobInfo, total: int) -> dict[str, object
             code="exception",
         )
     )
-    return job_outcome(issues)
+    return operation_outcome(issues)
 
 
 def _follow(resources: WorkerResources, planner: Planner, group: JobInfo) -> str:

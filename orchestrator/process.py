@@ -23,7 +23,7 @@ from orchestrator.sweeper import Sweeper
 from workers.broker import ORCHESTRATOR_QUEUE, broker_description, broker_queue
 from workers.metrics import boot_metrics
 from workers.registry import load_operation_modules, modules_from_setting
-from workers.runtime import worker_resources
+from workers.resources import worker_resources
 
 log = logging.getLogger(__name__)
 

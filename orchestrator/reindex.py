@@ -26,7 +26,7 @@ from orchestrator.registry import register_planner
 from storage import Database
 from storage.bulkedit import live_ranges
 from storage.custom_params import activate, refresh
-from storage.export_planning import wait_for_writers
+from storage.export.planning import wait_for_writers
 from storage.importwrite import import_watermark
 from storage.search.registry import registry_for
 

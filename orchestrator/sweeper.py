@@ -25,7 +25,7 @@ from core.errors import BulkheadError
 from core.jobs import JobInfo, failure_outcome
 from orchestrator.lifecycle import advance_group
 from workers.release import release_work
-from workers.runtime import WorkerResources
+from workers.resources import WorkerResources
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 from storage import custom_params as _custom_params  # noqa: F401
 from storage.bulkwrite import BulkResult, NewResource, stamp_new, write_new_resources
 from storage.database import Database
-from storage.repository import PartitionInfo, ResourceRepository, StoredVersion
+from storage.repository import PartitionInfo, ResourceRepository
 from storage.search.index import StaleIndexRows
 from storage.search.prepared import PreparedIndex, prepare_index
 from storage.uow import UnitOfWork
+from storage.versions import StoredVersion
 
 __all__ = [
     "BulkResult",

@@ -1,8 +1,8 @@
 """The audit trail: an append-only table of requests and job state changes.
 
 The application role may insert and nothing else; reading goes through ``Database.admin_session()``.
-Job state changes are recorded by a trigger on the job table (``JOB_AUDIT_SQL``), in the same transaction
-as the change, whatever code path made it.
+Job state changes are recorded by a trigger on the job table (``storage.security.JOB_AUDIT_SQL``), in the
+same transaction as the change, whatever code path made it.
 """
 
 from __future__ import annotations
@@ -54,35 +54,6 @@ audit_event = Table(
     Column("detail", Text),
     implicit_returning=False,  # RETURNING would need read access, which only the admin path has
 )
-
-# Installed by storage.security.secure_schema once a ``job`` table exists. Reads the row as JSON so that it
-# does not depend on the job table's exact column set (id, kind, partition, status, worker_id, attempts).
-JOB_AUDIT_SQL = """
-CREATE OR REPLACE FUNCTION bulkhead_audit_job() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    n jsonb := to_jsonb(NEW);
-    o jsonb := CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) ELSE NULL END;
-BEGIN
-    IF TG_OP = 'UPDATE' AND (o->>'status') IS NOT DISTINCT FROM (n->>'status') THEN
-        RETURN NULL;
-    END IF;
-    INSERT INTO audit_event (partition, actor, operation, job_id, outcome, detail)
-    VALUES (
-        left(coalesce(n->>'partition', n->>'partition_name'), 64),
-        left(coalesce(n->>'worker_id', n->>'worker', 'system'), 256),
-        left('job.' || coalesce(n->>'status', 'unknown'), 64),
-        left(n->>'id', 64),
-        CASE WHEN lower(coalesce(n->>'status', '')) IN ('failed', 'error') THEN 'failure' ELSE 'success' END,
-        jsonb_build_object(
-            'kind', n->>'kind', 'group_id', n->>'group_id', 'from', o->>'status', 'to', n->>'status',
-            'attempts', n->>'attempts'
-        )::text
-    );
-    RETURN NULL;
-END $$;
-CREATE OR REPLACE TRIGGER job_audit AFTER INSERT OR UPDATE ON job
-    FOR EACH ROW EXECUTE FUNCTION bulkhead_audit_job();
-"""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ transaction with ``allow_long_statements``. Either error reaches the client as 5
 
 from __future__ import annotations
 
+import psycopg
+from psycopg import sql
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
@@ -66,3 +68,30 @@ def allow_long_statements(session: Session) -> None:
     session.execute(text(f"SET LOCAL statement_timeout = {_ms(LONG_STATEMENT_TIMEOUT_SECONDS)}"))
     idle = _ms(LONG_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS)
     session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle}"))
+
+
+class LoginRefused(Exception):
+    """The server refused the credentials of a login."""
+
+
+class ServerNotAnswering(Exception):
+    """The server could not be reached (not listening yet, or gone)."""
+
+
+def try_login(url: str, *, timeout: float = 2.0) -> None:
+    """Open and close one connection to ``url``; raise LoginRefused or ServerNotAnswering if it fails."""
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=max(1, int(timeout))):
+            return
+    except psycopg.OperationalError as err:
+        if err.sqlstate in {"28P01", "28000"} or "password authentication failed" in str(err):
+            raise LoginRefused(str(err)) from err
+        raise ServerNotAnswering(str(err)) from err
+
+
+def set_password_statement(role: str, password: str) -> str:
+    """Return ``ALTER ROLE role WITH LOGIN PASSWORD '…';`` with both quoted for the SQL text."""
+    statement = sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {};\n").format(
+        sql.Identifier(role), sql.Literal(password)
+    )
+    return statement.as_string(None)

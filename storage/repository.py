@@ -18,21 +18,9 @@ from storage.models import PartitionRow, ResourceRow
 from storage.search import index_resource, unindex_resource
 from storage.search.index import StaleIndexRows
 from storage.search.prepared import PreparedIndex, remember
+from storage.versions import StoredVersion
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StoredVersion:
-    """One stored version of a resource, with the raw JSON bytes as stored."""
-
-    surrogate_id: int
-    resource_type: str
-    resource_id: str
-    version: int
-    last_updated: datetime
-    deleted: bool
-    raw: bytes | None
 
 
 @dataclass(frozen=True)

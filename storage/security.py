@@ -52,6 +52,36 @@ _NO_ACCESS = {"alembic_version", *_ADMIN_ONLY}
 _ADMIN_WRITES = {"job", "partition_config", "smart_client"}
 
 
+# Installed by storage.security.secure_schema once a ``job`` table exists. Reads the row as JSON so that it
+# does not depend on the job table's exact column set (id, kind, partition, status, worker_id, attempts).
+JOB_AUDIT_SQL = """
+CREATE OR REPLACE FUNCTION bulkhead_audit_job() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    n jsonb := to_jsonb(NEW);
+    o jsonb := CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) ELSE NULL END;
+BEGIN
+    IF TG_OP = 'UPDATE' AND (o->>'status') IS NOT DISTINCT FROM (n->>'status') THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO audit_event (partition, actor, operation, job_id, outcome, detail)
+    VALUES (
+        left(coalesce(n->>'partition', n->>'partition_name'), 64),
+        left(coalesce(n->>'worker_id', n->>'worker', 'system'), 256),
+        left('job.' || coalesce(n->>'status', 'unknown'), 64),
+        left(n->>'id', 64),
+        CASE WHEN lower(coalesce(n->>'status', '')) IN ('failed', 'error') THEN 'failure' ELSE 'success' END,
+        jsonb_build_object(
+            'kind', n->>'kind', 'group_id', n->>'group_id', 'from', o->>'status', 'to', n->>'status',
+            'attempts', n->>'attempts'
+        )::text
+    );
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER job_audit AFTER INSERT OR UPDATE ON job
+    FOR EACH ROW EXECUTE FUNCTION bulkhead_audit_job();
+"""
+
+
 def validate_role_name(role: str) -> str:
     """Return ``role`` if it is a plain lower-case SQL identifier, else raise ValueError."""
     if not _ROLE.fullmatch(role):
@@ -225,8 +255,6 @@ def secure_schema(
         _secure_table(conn, table, admin_role, None)
         secured.append(table)
     if "job" in existing:
-        from storage.audit import JOB_AUDIT_SQL
-
         conn.exec_driver_sql(JOB_AUDIT_SQL)
     log.info(
         "row-level security forced on %s for roles %s (one partition) and %s (every partition)",

@@ -11,11 +11,7 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from core.settings import Settings
-from storage import Database
-from storage.objectstore import S3ObjectStore, object_store_from_settings
-from storage.security import role_url
-from tests.support.auth import AuthKeys
-from tests.support.services import (
+from harness.services import (
     APP_ROLE,
     APP_ROLE_PASSWORD,
     S3Settings,
@@ -26,6 +22,10 @@ from tests.support.services import (
     redis_server,
     s3_server,
 )
+from harness.tokens import AuthKeys
+from storage import Database
+from storage.objectstore import S3ObjectStore, object_store_from_settings
+from storage.security import role_url
 
 
 @pytest.fixture(scope="session")

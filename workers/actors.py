@@ -19,6 +19,7 @@ import dramatiq
 from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
+from core.logs import configure_logging
 from core.settings import Settings
 from workers.broker import (
     broker_description,
@@ -28,10 +29,10 @@ from workers.broker import (
     make_broker,
     processing_actor_name,
 )
-from workers.logs import configure_worker_logging
 from workers.process import die_with_parent
 from workers.registry import Processor, on_register
-from workers.runtime import run_processing_job, worker_resources
+from workers.resources import worker_resources
+from workers.runtime import run_processing_job
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class WorkerProcessBoot(Middleware):
 
     def after_process_boot(self, broker: Broker) -> None:
         """Configure logging and tie this process's life to its parent's."""
-        configure_worker_logging(self.settings)
+        configure_logging(self.settings)
         die_with_parent()
         log.info("worker process ready; messages from %s", broker_description(self.settings))
 

@@ -3,7 +3,7 @@
 Each processing job's definition names its part:
 
 - ``output``: one resource type and surrogate-id range; the stored bytes of every resource current at the
-  export's snapshot stream from ``storage.export_reader`` into ``{type}-{chunk}-{n}.ndjson`` objects (rolled
+  export's snapshot stream from ``storage.export.reader`` into ``{type}-{chunk}-{n}.ndjson`` objects (rolled
   over at ``export_file_max_bytes``). Nothing is parsed unless ``_elements`` trims the type.
 - ``deleted``: with ``_since``, one Bundle per resource deleted in the window (``Bundle-deleted-{n}``).
 - ``notes``: the informational OperationOutcomes of parameters ignored under lenient handling.
@@ -25,9 +25,9 @@ from core.fhirelements import subset
 from core.fhirjson import dumps
 from core.settings import Settings
 from storage import Database
-from storage.export_gzip import GZIP, GzipWritingStore
-from storage.export_reader import ExportWindow, deleted_resources, partition_id, stream_raw
-from storage.export_restrict import deleted_filter, restrictions
+from storage.export.compression import GZIP, GzipWritingStore
+from storage.export.reader import ExportWindow, deleted_resources, partition_id, stream_raw
+from storage.export.restrict import deleted_filter, restrictions
 from storage.objectstore import ObjectStore, RollingNdjsonWriter, WrittenFile
 from workers.registry import register_processor
 

@@ -9,7 +9,7 @@ from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from workers.logs import current_job, current_partition
+from core.logs import current_job, current_partition
 
 
 class JobLogContext(Middleware):

@@ -10,7 +10,7 @@ import logging
 
 from core.errors import BulkheadError
 from storage.jobs import ReleasedJob
-from workers.runtime import WorkerResources
+from workers.resources import WorkerResources
 
 log = logging.getLogger(__name__)
 

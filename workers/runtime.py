@@ -12,8 +12,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Any
 
 from dramatiq.middleware import Shutdown, TimeLimitExceeded
@@ -25,79 +24,24 @@ from core.jobs import (
     JobInfo,
     PermanentJobError,
     failure_outcome,
-    job_outcome,
     outcome_of,
 )
+from core.logs import job_log_context
 from core.metrics import count_job_result, count_job_transition
+from core.outcome import operation_outcome
 from core.settings import Settings
 from storage import Database
-from storage.jobs import JobQueue
-from storage.objectstore import ObjectStore, object_store_from_settings
+from storage.objectstore import ObjectStore
 from workers.background import run_in_background
-from workers.broker import MessageSender, outbox_for
 from workers.heartbeat import JobHeartbeat
-from workers.logs import job_log_context
 from workers.registry import processor_for
+from workers.resources import WorkerResources
 
 log = logging.getLogger(__name__)
 
 #: Errors of the request itself: retrying cannot help, the job fails at once and keeps their status.
 #: (Conflict is not one of them: a concurrent change is worth another attempt.)
 _REQUEST_ERRORS = (InvalidRequest, NotFound, Forbidden, Unprocessable)
-
-
-@dataclass
-class WorkerResources:
-    """What a worker process holds for every job it runs: settings, database, object store, outbox.
-
-    ``store`` and ``message_sender`` are built from the settings on first use unless given.
-    """
-
-    settings: Settings
-    database: Database
-    store: ObjectStore | None = field(default=None, repr=False)
-    message_sender: MessageSender | None = field(default=None, repr=False)
-
-    @cached_property
-    def object_store(self) -> ObjectStore:
-        """Return the object store."""
-        return self.store if self.store is not None else object_store_from_settings(self.settings)
-
-    @cached_property
-    def sender(self) -> MessageSender:
-        """Return the message sender."""
-        return self.message_sender if self.message_sender is not None else outbox_for(self.settings)
-
-    @property
-    def queue(self) -> JobQueue:
-        """Return the job queue on this database."""
-        return JobQueue(self.database)
-
-
-_RESOURCES: WorkerResources | None = None
-_RESOURCES_LOCK = threading.Lock()
-
-
-def worker_resources() -> WorkerResources:
-    """Return this process's resources, built from the environment on first use (after any fork)."""
-    global _RESOURCES  # noqa: PLW0603 - one set of connections per process, built lazily
-    with _RESOURCES_LOCK:
-        if _RESOURCES is None:
-            settings = Settings.from_env()
-            if not settings.database_url:
-                raise RuntimeError("BULKHEAD_DATABASE_URL is not set")
-            # Each worker thread holds one connection for its job and briefly one for its heartbeat timer.
-            threads = max(settings.worker_threads, settings.orchestrator_threads)
-            database = Database.from_settings(settings, pool_size=max(5, 2 * threads + 2))
-            _RESOURCES = WorkerResources(settings=settings, database=database)
-        return _RESOURCES
-
-
-def use_worker_resources(resources: WorkerResources | None) -> None:
-    """Make ``resources`` this process's (or forget them with None): for embedding and tests."""
-    global _RESOURCES  # noqa: PLW0603
-    with _RESOURCES_LOCK:
-        _RESOURCES = resources
 
 
 def worker_name() -> str:
@@ -216,7 +160,7 @@ def _run_claimed(resources: WorkerResources, job: JobInfo) -> str:
         log.warning("job %s stopped: taken over by another worker", job.id)
         return "fenced"
     except PermanentJobError as exc:
-        return _fail(resources, job, job_outcome(exc.issues), exc.message)
+        return _fail(resources, job, operation_outcome(exc.issues), exc.message)
     except _REQUEST_ERRORS as exc:
         return _fail(resources, job, outcome_of(exc), exc.message)
     except Shutdown:

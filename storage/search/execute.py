@@ -21,8 +21,7 @@ from storage.search.query import Include, SearchQuery
 from storage.search.tables import reference_index
 
 if TYPE_CHECKING:
-    from storage.repository import StoredVersion
-    from storage.uow import UnitOfWork
+    from storage.versions import PartitionSession, StoredVersion
 
 log = logging.getLogger(__name__)
 MAX_INCLUDE_ROUNDS = 4
@@ -149,7 +148,7 @@ def _include_ids(session: Session, scope: Scope, include: Include, sources: list
 
 
 def _includes(
-    uow: UnitOfWork, query: SearchQuery, scope: Scope, matches: list[StoredVersion], limit: int
+    uow: PartitionSession, query: SearchQuery, scope: Scope, matches: list[StoredVersion], limit: int
 ) -> tuple[list[StoredVersion], list[Issue]]:
     seen = {m.surrogate_id for m in matches}
     included: list[StoredVersion] = []
@@ -179,7 +178,7 @@ def _includes(
 
 
 def search(
-    uow: UnitOfWork,
+    uow: PartitionSession,
     query: SearchQuery,
     *,
     base: str | None = None,

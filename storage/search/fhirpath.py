@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from storage.search.elements import children, is_type
 from storage.search.fhirpath_parse import Unsupported
 from storage.search.fhirpath_parse import parse as parse_tree
 from storage.search.fhirpath_steps import (
+    Accessor,
+    Compiled,
     Item,
     Predicate,
     Step,
@@ -44,32 +44,8 @@ from storage.search.fhirpath_steps import (
 
 log = logging.getLogger(__name__)
 
-Accessor = Callable[[dict[str, Any]], list[Item]]
-
 _EXISTS_IDIOM = re.compile(r"\s*(?P<p>[A-Za-z][\w.]*)\.exists\(\)\s+and\s+(?P=p)\s*!=\s*false\s*")
 _ROOTS = frozenset({"Resource", "DomainResource"})
-
-
-@dataclass(frozen=True)
-class Compiled:
-    """An accessor and how it was built: ``"compiled"`` (fast), ``"fhirpathpy"`` (fallback) or ``"none"``.
-
-    ``keys`` are the top-level JSON keys the accessor can find anything under (None: it may read any), so
-    that extraction skips accessors whose keys a resource does not have.
-    """
-
-    accessor: Accessor | None
-    mode: str
-    keys: frozenset[str] | None = None
-    text: str = ""
-    branches: tuple[Compiled, ...] = ()
-    prefix: tuple[str, ...] = ()
-    prefix_type: str = ""
-    rest: Step | None = None
-
-    def parts(self) -> tuple[Compiled, ...]:
-        """Return the independently evaluated ``|`` branches (itself when it has none)."""
-        return self.branches or ((self,) if self.accessor is not None else ())
 
 
 def _condition(cond: tuple[Any, ...], in_types: set[str]) -> Predicate:

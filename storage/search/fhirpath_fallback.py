@@ -17,7 +17,7 @@ from typing import Any
 
 from core.fhirpath_guard import TooCostly, compile_bounded
 from core.fhirpath_limits import PER_EVALUATION_SECONDS, expression_problems
-from storage.search.fhirpath import Compiled, Item
+from storage.search.fhirpath_steps import Compiled, Item
 
 log = logging.getLogger(__name__)
 

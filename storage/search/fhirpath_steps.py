@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -184,3 +185,28 @@ def chain(funcs: list[Step]) -> Step:
         return items
 
     return run
+
+
+Accessor = Callable[[dict[str, Any]], list[Item]]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """An accessor and how it was built: ``"compiled"`` (fast), ``"fhirpathpy"`` (fallback) or ``"none"``.
+
+    ``keys`` are the top-level JSON keys the accessor can find anything under (None: it may read any), so
+    that extraction skips accessors whose keys a resource does not have.
+    """
+
+    accessor: Accessor | None
+    mode: str
+    keys: frozenset[str] | None = None
+    text: str = ""
+    branches: tuple[Compiled, ...] = ()
+    prefix: tuple[str, ...] = ()
+    prefix_type: str = ""
+    rest: Step | None = None
+
+    def parts(self) -> tuple[Compiled, ...]:
+        """Return the independently evaluated ``|`` branches (itself when it has none)."""
+        return self.branches or ((self,) if self.accessor is not None else ())

@@ -27,8 +27,7 @@ from storage.search.registry import SearchRegistry, registry_for
 from storage.search.tables import reference_index
 
 if TYPE_CHECKING:
-    from storage.repository import StoredVersion
-    from storage.uow import UnitOfWork
+    from storage.versions import PartitionSession, StoredVersion
 
 Queries = str | Pairs | Sequence[Sequence[Sequence[str]]]
 
@@ -118,7 +117,7 @@ def compartment_members(
 
 
 def find_matching(
-    uow: UnitOfWork, query: SearchQuery, *, base: str | None = None, limit: int = 2
+    uow: PartitionSession, query: SearchQuery, *, base: str | None = None, limit: int = 2
 ) -> list[StoredVersion]:
     """Return up to ``limit`` current versions in the unit of work's partition that match a parsed query.
 
@@ -136,7 +135,7 @@ def find_matching(
     return uow.resources.by_surrogate_ids(ids)
 
 
-def lock_condition(uow: UnitOfWork, query: SearchQuery) -> None:
+def lock_condition(uow: PartitionSession, query: SearchQuery) -> None:
     """Serialise conditional creates with the same criteria in this partition until the transaction ends."""
     key = json.dumps([uow.partition, list(query.types), sorted(query.applied)])
     uow.session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})

@@ -8,7 +8,7 @@ in a short transaction of its own the first time), and ``storage.search.index.in
 them in the transaction once it has checked that the registry is still the partition's: when a
 ``$reindex`` changed the partition's parameters in between, the write raises ``StaleIndexRows`` (a
 ``Conflict``) after remembering the new registry, and the service extracts again and retries
-(``api/service.py``). Writes that cannot extract ahead (entries of a transaction Bundle, conditional
+(``services/rest.py``). Writes that cannot extract ahead (entries of a transaction Bundle, conditional
 writes) extract in their transaction, within the budgets.
 """
 
@@ -24,7 +24,7 @@ from storage.search.index import IndexRows, index_rows_for
 from storage.search.registry import SearchRegistry, registry_for
 
 if TYPE_CHECKING:
-    from storage.database import Database
+    from storage.versions import UnitsOfWork
 
 log = logging.getLogger(__name__)
 _REMEMBERED = 1024
@@ -55,7 +55,7 @@ def remember(database_url: str, partition: str, registry: SearchRegistry) -> Non
             _registries.popitem(last=False)
 
 
-def _registry(database: Database, partition: str) -> SearchRegistry:
+def _registry(database: UnitsOfWork, partition: str) -> SearchRegistry:
     url = str(database.engine.url)
     with _lock:
         found = _registries.get((url, partition))
@@ -68,7 +68,7 @@ def _registry(database: Database, partition: str) -> SearchRegistry:
 
 
 def prepare_index(
-    database: Database, partition: str, resource_type: str, resource: dict[str, Any]
+    database: UnitsOfWork, partition: str, resource_type: str, resource: dict[str, Any]
 ) -> PreparedIndex:
     """Extract the index rows of ``resource`` as it will be stored in ``partition``, outside a transaction."""
     registry = _registry(database, partition)

@@ -1,7 +1,7 @@
 """The search-parameter registry: the R4 definitions shipped as data, plus a partition's own parameters.
 
 ``builtin_registry()`` holds every official R4 SearchParameter (``data/search_parameters.json``, built by
-``python -m storage.search.extract_parameters``). A partition may add custom SearchParameters: a source of
+``python -m tools.extract_search_parameters``). A partition may add custom SearchParameters: a source of
 them is registered with ``register_custom_source`` (importing ``storage`` does this, in every process),
 and ``registry_for(session, partition_id)`` returns the built-in registry extended with that partition's
 parameters.

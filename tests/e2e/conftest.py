@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.jobprocs import PUBLIC_BASE, JobCluster, job_environ, unique_namespace
-from tests.support.services import S3Settings
+from harness.cluster import PUBLIC_BASE, JobCluster, job_environ, unique_namespace
+from harness.services import S3Settings
 
 
 @pytest.fixture

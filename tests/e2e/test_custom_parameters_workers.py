@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 
 from api import create_app
+from harness.cluster import PUBLIC_BASE, JobCluster, wait_for
 from storage import Database
 from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base, put
 from tests.support.http_files import file_server
-from tests.support.jobprocs import PUBLIC_BASE, JobCluster, wait_for
 
 FIRSTNAME = {
     "resourceType": "SearchParameter",

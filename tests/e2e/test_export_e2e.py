@@ -24,15 +24,15 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from api import create_app
-from api.cli import main
+from cli.main import main
+from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for
+from harness.services import S3Settings
 from storage import Database
 from storage.bulkwrite import stamp_new, write_new_resources
 from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base, put
 from tests.support.http_app import app_for, served
-from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for
-from tests.support.services import S3Settings
 from workers.broker import close_outboxes
 
 PUBLIC = "http://bulkhead.test"

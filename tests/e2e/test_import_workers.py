@@ -17,16 +17,16 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from api import create_app
-from api.cli import main
+from cli.main import main
 from core.settings import Settings
+from harness.cluster import PUBLIC_BASE, JobCluster, wait_for
+from harness.services import S3Settings
 from storage import Database
 from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base
 from tests.support.http_app import app_for, served
 from tests.support.http_files import FileServer, file_server
-from tests.support.jobprocs import PUBLIC_BASE, JobCluster, wait_for
-from tests.support.services import S3Settings
 
 
 @pytest.fixture

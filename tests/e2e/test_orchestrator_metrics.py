@@ -11,11 +11,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import create_app
+from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for
+from harness.services import S3Settings
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base
-from tests.support.jobprocs import JobCluster, job_environ, unique_namespace, wait_for
-from tests.support.services import S3Settings
 from workers.broker import ORCHESTRATE_ACTOR
 
 

@@ -17,8 +17,8 @@ import redis
 import requests
 
 from core.settings import Settings
+from harness.services import S3Settings, ServeProcess, serve_data_dir, serve_process
 from storage.objectstore import S3ObjectStore, object_store_from_settings
-from tests.support.services import S3Settings, ServeProcess, serve_data_dir, serve_process
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -177,7 +177,7 @@ def test_a_second_serve_on_the_same_data_directory_refuses_to_start(served: Serv
     env |= {"BULKHEAD_DATA_DIR": str(served.data_dir), "BULKHEAD_PORT": str(served.port + 1)}
     # When a second one starts on the same directory
     result = subprocess.run(
-        [sys.executable, "-c", "from api.cli import main; main()", "serve"],
+        [sys.executable, "-c", "from cli.main import main; main()", "serve"],
         env=env,
         capture_output=True,
         text=True,

@@ -22,13 +22,7 @@ import pytest
 from core.exportspec import ExportSpec
 from core.fhirdates import format_instant
 from core.jobs import ANONYMOUS, JobInfo, JobStatus
-from orchestrator import service
-from storage import Database
-from storage.bulkwrite import stamp_new, write_new_resources
-from storage.jobs import JobQueue
-from storage.objectstore import S3ObjectStore, object_store_from_settings
-from tests.support.exported import entry_bytes
-from tests.support.jobprocs import (
+from harness.cluster import (
     JobCluster,
     JobProcess,
     job_environ,
@@ -37,7 +31,13 @@ from tests.support.jobprocs import (
     wait_for,
     wait_for_status,
 )
-from tests.support.services import S3Settings
+from harness.services import S3Settings
+from orchestrator import service
+from storage import Database
+from storage.bulkwrite import stamp_new, write_new_resources
+from storage.jobs import JobQueue
+from storage.objectstore import S3ObjectStore, object_store_from_settings
+from tests.support.exported import entry_bytes
 from workers.broker import close_outboxes
 
 ENDED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}

@@ -8,11 +8,11 @@ value. The background threshold is lowered to 10 resources.
 from __future__ import annotations
 
 from core.jobs import ANONYMOUS, JobStatus
+from harness.cluster import JobCluster, wait_for, wait_for_status
 from orchestrator import service
 from storage import Database
 from storage.jobs import JobQueue
 from tests.support import jobops
-from tests.support.jobprocs import JobCluster, wait_for, wait_for_status
 
 ENDED = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
 

@@ -18,15 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from cli.embedded import EmbeddedRedis, free_port
 from core.errors import NotFound
 from core.jobs import ANONYMOUS, JobInfo, JobStatus
-from orchestrator import service
-from storage import Database
-from storage.embedded import EmbeddedRedis, free_port
-from storage.jobs import JobQueue
-from storage.objectstore import S3ObjectStore
-from tests.support import jobops
-from tests.support.jobprocs import (
+from harness.cluster import (
     JobCluster,
     job_environ,
     migrated_database,
@@ -34,7 +29,12 @@ from tests.support.jobprocs import (
     wait_for,
     wait_for_status,
 )
-from tests.support.services import S3Settings
+from harness.services import S3Settings
+from orchestrator import service
+from storage import Database
+from storage.jobs import JobQueue
+from storage.objectstore import S3ObjectStore
+from tests.support import jobops
 from workers.broker import broker_description, close_outboxes, outbox_for
 
 KIND = jobops.KIND

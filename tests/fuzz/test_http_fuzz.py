@@ -26,6 +26,8 @@ from werkzeug.test import TestResponse
 
 from api import create_app
 from core.settings import Settings
+from harness.services import S3Settings
+from harness.tokens import AuthKeys, bearer, unsigned_token
 from orchestrator import service
 from storage import Database
 from storage.objectstore import S3ObjectStore
@@ -33,10 +35,8 @@ from tests.fuzz.bodies import bodies, writes
 from tests.fuzz.queries import CONTENT_TYPES, headers, query_string, raw_queries, search_pairs
 from tests.fuzz.strategies import TYPES, paths
 from tests.support.arena import seed_arena_partition
-from tests.support.auth import AuthKeys, bearer, unsigned_token
 from tests.support.fhir import FHIR
 from tests.support.jobinproc import RecordingSender
-from tests.support.services import S3Settings
 from tests.support.stored_state import StoredRows, owner_connection, stored_rows
 
 READ = f"fz-r-{secrets.token_hex(4)}"

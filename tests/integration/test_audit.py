@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from tests.support.auth import AuthKeys, bearer
+from harness.tokens import AuthKeys, bearer
 from tests.support.fhir import base, put
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female"}
@@ -156,9 +156,9 @@ def test_log_lines_written_during_a_request_carry_its_partition_as_json(client, 
     import json
     import logging
 
-    from api.logs import _ContextFilter, _JsonFormatter
+    from core.logs import JsonFormatter, LogContextFilter
 
-    caplog.handler.addFilter(_ContextFilter())
+    caplog.handler.addFilter(LogContextFilter())
     # When a request in the partition logs something
     with caplog.at_level(logging.DEBUG, logger="api.app"):
         client.get(f"{base(partition)}/Patient/nobody")
@@ -166,7 +166,7 @@ def test_log_lines_written_during_a_request_carry_its_partition_as_json(client, 
     # Then the JSON line names the partition
     assert records
     record = records[-1]
-    line = json.loads(_JsonFormatter().format(record))
+    line = json.loads(JsonFormatter().format(record))
     assert line["partition"] == partition
     assert line["job_id"] == "-"
 

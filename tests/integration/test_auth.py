@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from api import create_app
-from tests.support.auth import BAD_TOKENS, AuthKeys, bearer
+from harness.tokens import BAD_TOKENS, AuthKeys, bearer
 from tests.support.fhir import base, outcome_codes, put
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female"}

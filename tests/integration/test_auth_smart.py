@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from api.cli import main
+from cli.main import main
+from harness.tokens import AUDIENCE, bearer, public_jwk
 from storage.smart_clients import SmartClient, find_client, register_client
-from tests.support.auth import AUDIENCE, bearer, public_jwk
 from tests.support.fhir import base, put
 
 TOKEN_URL = "http://bulkhead.test/auth/token"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from core.settings import Settings
+from harness.services import S3Settings
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.bulkapi import PUBLIC, BulkApi, bulk_api
 from tests.support.fhir import base
-from tests.support.services import S3Settings
 
 
 @pytest.fixture

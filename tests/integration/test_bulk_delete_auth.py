@@ -6,13 +6,13 @@ import pytest
 
 from api import create_app
 from core.settings import Settings
+from harness.services import S3Settings
+from harness.tokens import AuthKeys, bearer
 from orchestrator import service
 from storage import Database
 from storage.objectstore import S3ObjectStore
-from tests.support.auth import AuthKeys, bearer
 from tests.support.fhir import base
 from tests.support.jobinproc import RecordingSender
-from tests.support.services import S3Settings
 
 FHIR = {"Content-Type": "application/fhir+json"}
 

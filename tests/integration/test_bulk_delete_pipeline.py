@@ -11,12 +11,12 @@ from sqlalchemy import text
 
 from core.fhirdates import format_instant
 from core.settings import Settings
+from harness.services import S3Settings
 from orchestrator.bulk_edit import DELETE, finish_bulk_edit, plan_bulk_edit
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base, put
 from tests.support.run_inline import run_inline
-from tests.support.services import S3Settings
 from workers.bulk_edit import process_bulk_edit
 
 

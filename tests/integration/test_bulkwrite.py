@@ -11,10 +11,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from core.errors import Conflict, InvalidRequest
-from core.synthetic import generate
 from storage import Database, NewResource, stamp_new, write_new_resources
 from storage.search.tables import INDEX_TABLES
 from tests.support.fhir import put
+from tools.synthetic import generate
 
 
 def _stamped(patients: int, seed: int) -> list[NewResource]:

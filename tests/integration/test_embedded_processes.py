@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 
-from storage.embedded import ManagedProcess, free_port_pair, free_ports, reserve_port
-from storage.embedded.seaweedfs import claim_socket_paths
+from cli.embedded import ManagedProcess, free_port_pair, free_ports, reserve_port
+from cli.embedded.seaweedfs import claim_socket_paths
 
 
 def _wait_for_line(path: Path, timeout: float = 20.0) -> str:
@@ -58,7 +58,7 @@ def test_a_child_gets_sigterm_when_its_parent_dies_without_stopping_it(tmp_path:
     script = textwrap.dedent(
         f"""
         import time
-        from storage.embedded import ManagedProcess
+        from cli.embedded import ManagedProcess
         child = ManagedProcess("sleeper", ["sleep", "600"])
         open({str(out)!r}, "w").write(str(child.pid))
         time.sleep(600)
@@ -108,7 +108,7 @@ def test_serve_takes_every_stop_signal_even_when_signals_arrive_in_a_burst(tmp_p
         """
         import os, signal, subprocess, sys, time
         from core.settings import Settings
-        from api.supervisor import Supervisor
+        from cli.serve.supervisor import Supervisor
         supervisor = Supervisor(Settings())
         handled = 0
         def stop(signum, frame):

@@ -19,11 +19,11 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from core.settings import Settings
+from harness.services import S3Settings
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.bulkapi import BulkApi, bulk_api
 from tests.support.fhir import base, outcome_codes, post, put
-from tests.support.services import S3Settings
 
 BASE = "http://bulkhead.test"
 

@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from core.settings import Settings
+from harness.services import S3Settings
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.bulkapi import BulkApi, bulk_api
 from tests.support.fhir import base, put
-from tests.support.services import S3Settings
 
 ASYNC = {"Prefer": "respond-async"}
 

@@ -20,10 +20,11 @@ from flask.testing import FlaskClient
 
 from core.exportspec import ExportSpec
 from orchestrator import export as export_planner
-from storage import Database, export_planning
+from storage import Database
 from storage.bulkwrite import stamp_new, write_new_resources
-from storage.export_planning import plan_ranges
-from storage.export_reader import ExportWindow, partition_id
+from storage.export import planning as export_planning
+from storage.export.planning import plan_ranges
+from storage.export.reader import ExportWindow, partition_id
 from storage.instants import write_instant
 from tests.support.exported import run_export
 from tests.support.fhir import base, put

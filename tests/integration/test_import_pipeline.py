@@ -14,6 +14,7 @@ from core.errors import Forbidden, InvalidRequest
 from core.importspec import parse_import
 from core.jobs import ANONYMOUS, PermanentJobError
 from core.settings import Settings
+from harness.services import S3Settings
 from orchestrator import service
 from orchestrator.import_ import finish_import, plan_import, prepare_import
 from storage import Database
@@ -21,7 +22,6 @@ from storage.objectstore import S3ObjectStore
 from tests.support.http_files import FileServer, file_server
 from tests.support.jobinproc import RecordingSender
 from tests.support.run_inline import run_inline
-from tests.support.services import S3Settings
 from workers.import_ import process_import
 
 

@@ -14,6 +14,7 @@ from core.exportspec import ExportSpec
 from core.fhirdates import format_instant
 from core.importspec import parse_import
 from core.settings import Settings
+from harness.services import S3Settings
 from orchestrator import service
 from orchestrator.export import finish_export, plan_export
 from orchestrator.import_ import finish_import, plan_import, prepare_import
@@ -22,7 +23,6 @@ from storage.objectstore import S3ObjectStore
 from tests.support.exported import entry_bytes
 from tests.support.jobinproc import RecordingSender
 from tests.support.run_inline import run_inline
-from tests.support.services import S3Settings
 from workers.export import process_export
 from workers.import_ import process_import
 

@@ -24,7 +24,8 @@ from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.jobinproc import RecordingSender, age, deliver, drain, make_resources, objects, submit
 from workers import runtime
-from workers.runtime import WorkerResources, run_processing_job
+from workers.resources import WorkerResources
+from workers.runtime import run_processing_job
 
 
 @pytest.fixture

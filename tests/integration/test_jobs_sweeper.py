@@ -24,7 +24,7 @@ from orchestrator.sweeper import sweep
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.jobinproc import RecordingSender, age, deliver, drain, make_resources, objects, submit
-from workers.runtime import WorkerResources
+from workers.resources import WorkerResources
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import secrets
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.metrics import count_resources
-from tests.support.auth import bearer
+from harness.tokens import bearer
 from tests.support.fhir import base
 
 

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
+from harness.services import fresh_database, postgres_server
 from storage import Database
 from storage.db import libpq_url
 from storage.migrate import alembic_config
-from tests.support.services import fresh_database, postgres_server
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 import requests
 
+from cli.embedded import free_port
 from core.errors import BulkheadError, InvalidRequest, NotFound, PreconditionFailed, ServiceUnavailable
 from core.settings import Settings
-from storage.embedded import free_port
+from harness.services import S3Settings
 from storage.objectstore import MIN_PART_SIZE, RollingNdjsonWriter, S3ObjectStore, object_store_from_settings
-from tests.support.services import S3Settings
 
 MiB = 1024 * 1024
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 
+from harness.tokens import AuthKeys, bearer
 from storage.partition_config import PartitionLimits, effective_limits, set_overrides
-from tests.support.auth import AuthKeys, bearer
 from tests.support.fhir import base, outcome_codes, post, put
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female"}
@@ -126,7 +126,7 @@ def test_effective_limits_are_the_overrides_over_the_settings_defaults(database,
 
 def test_the_redis_rate_limiter_shares_one_bucket_per_partition(redis_url):
     # Given two limiters (two API processes) on the same Redis
-    from api.quotas import RedisRateLimiter
+    from api.security.quotas import RedisRateLimiter
 
     first, second = RedisRateLimiter(redis_url), RedisRateLimiter(redis_url)
     name = f"r-{secrets.token_hex(4)}"

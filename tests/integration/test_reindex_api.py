@@ -9,12 +9,12 @@ import orjson
 import pytest
 
 from core.settings import Settings
+from harness.services import S3Settings
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.bulkapi import PUBLIC, BulkApi, bulk_api
 from tests.support.fhir import base
 from tests.support.http_files import FileServer, file_server
-from tests.support.services import S3Settings
 
 BIRTH_PLACE = {
     "resourceType": "SearchParameter",

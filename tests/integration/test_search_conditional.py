@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.conditional import conditional_create_in, find_matching, parse_criteria
+from services.conditional import conditional_create_in, find_matching, parse_criteria
 from storage import Database
 from storage.search import compartment_members, matching_surrogate_ids, select_surrogate_ids
 from tests.support.fhir import base, post, put

@@ -7,13 +7,13 @@ from collections import Counter
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
-from api.cli import main
-from api.embedded_credentials import SECRETS_DIR, embedded_database_settings, embedded_postgres
+from cli.main import main
+from cli.serve.credentials import SECRETS_DIR, embedded_database_settings, embedded_postgres
 from core.settings import Settings
-from core.synthetic import Population, generate
+from harness.services import serve_data_dir
 from storage import Database
 from tests.support.ports import postgres_login
-from tests.support.services import serve_data_dir
+from tools.synthetic import Population, generate
 
 
 def _seed(database_url: str, *args: str) -> tuple[int, str]:

@@ -14,8 +14,8 @@ from urllib.parse import quote
 import orjson
 import pytest
 
+from harness.tokens import BAD_TOKENS, bearer
 from tests.support.arena import SECRET, check_no_secret, check_refused
-from tests.support.auth import BAD_TOKENS, bearer
 from tests.support.fhir import FHIR, base
 
 PATIENT_BODY = {"resourceType": "Patient", "id": "same", "gender": "male"}

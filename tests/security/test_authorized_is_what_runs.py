@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from harness.tokens import bearer
 from tests.support.arena import partition_rows
-from tests.support.auth import bearer
 from tests.support.fhir import FHIR, base
 
 PATIENT = {"resourceType": "Patient", "id": "p2", "name": [{"family": "Kept"}], "gender": "female"}

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
+from harness.tokens import bearer
 from tests.support.arena import SECRET, Arena, check_no_secret, partition_rows, seed_arena_partition
-from tests.support.auth import bearer
 from tests.support.fhir import FHIR, base
 
 A_IDENTIFIER = "identifier=urn:test|id-SECRET-OF-A"

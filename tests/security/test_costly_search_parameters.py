@@ -20,11 +20,11 @@ from flask.testing import FlaskClient
 from core import fhirpath_guard
 from core.fhirdates import format_instant
 from core.settings import Settings
+from harness.tokens import AuthKeys, bearer
 from orchestrator.reindex import finish_reindex, plan_reindex
 from storage import Database
 from storage.db import libpq_url
 from storage.objectstore import S3ObjectStore
-from tests.support.auth import AuthKeys, bearer
 from tests.support.fhir import FHIR, base
 from tests.support.run_inline import run_inline
 from workers.reindex import process_reindex

@@ -23,12 +23,13 @@ import pytest
 import redis
 import requests
 
-from api.embedded_credentials import SECRETS_DIR, embedded_postgres
-from api.supervisor import Supervisor
+from cli.embedded import free_port, wait_for_port
+from cli.embedded.postgres import PG_HBA
+from cli.serve.credentials import SECRETS_DIR, embedded_postgres
+from cli.serve.supervisor import Supervisor
 from core.settings import Settings
+from harness.services import serve_data_dir
 from storage import Database
-from storage.embedded import free_port, wait_for_port
-from storage.embedded.postgres import PG_HBA
 from storage.objectstore import object_store_from_settings
 from storage.objectstore.s3 import s3_client
 from tests.support.ports import (
@@ -39,7 +40,6 @@ from tests.support.ports import (
     redis_exchange,
     tls_exchange,
 )
-from tests.support.services import serve_data_dir
 
 #: Paths an attacker tries on every SeaweedFS port (``{bucket}`` and ``{key}``: the object's).
 _PATHS = (

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.tokens import bearer
 from tests.support.arena import partition_rows
-from tests.support.auth import bearer
 from tests.support.fhir import FHIR, base
 
 EXAMPLES = int(os.environ.get("BULKHEAD_PROPERTY_EXAMPLES", "60"))

@@ -10,11 +10,11 @@ import pytest
 from flask.testing import FlaskClient
 
 from core.settings import Settings
+from harness.services import S3Settings
 from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.bulkapi import bulk_api
 from tests.support.fhir import base, outcome_codes, put
-from tests.support.services import S3Settings
 
 BASE = "http://bulkhead.test"
 

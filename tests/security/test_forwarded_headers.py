@@ -12,7 +12,7 @@ from dataclasses import replace
 from flask import Flask
 
 from api import create_app
-from tests.support.auth import bearer
+from harness.tokens import bearer
 from tests.support.fhir import FHIR, base
 
 SPOOF = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}

@@ -17,14 +17,14 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from core.settings import Settings
+from harness.services import S3Settings
+from harness.tokens import AuthKeys, bearer
 from storage import Database
 from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore
-from tests.support.auth import AuthKeys, bearer
 from tests.support.bulkapi import PUBLIC, BulkApi, bulk_api
 from tests.support.fhir import FHIR, base, outcome_codes
 from tests.support.jobinproc import deliver
-from tests.support.services import S3Settings
 
 SECRET = "SECRET-OF-X"
 OWNER, STRANGER = "client-x", "client-y"

@@ -9,12 +9,12 @@ import pytest
 from flask.testing import FlaskClient
 
 from core.settings import Settings
+from harness.services import S3Settings
+from harness.tokens import AuthKeys, bearer
 from storage import Database
 from storage.objectstore import S3ObjectStore
-from tests.support.auth import AuthKeys, bearer
 from tests.support.bulkapi import bulk_api
 from tests.support.fhir import FHIR, base, outcome_codes
-from tests.support.services import S3Settings
 
 BASE = "http://bulkhead.test"
 SECRET = "SECRET-OF-A"

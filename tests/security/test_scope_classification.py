@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from api.auth_scopes import Grant, Permissions, narrow, parse_scope
 from services.parse import PUBLIC_ENDPOINTS
 from services.requests import Interaction, Need
+from services.scopes import Grant, Permissions, narrow, parse_scope
 from tests.support.typed import needs, typed_request
 
 

@@ -10,8 +10,8 @@ from urllib.parse import unquote, unquote_plus
 import orjson
 import psycopg
 
+from harness.tokens import AuthKeys, bearer
 from storage.db import libpq_url
-from tests.support.auth import AuthKeys, bearer
 from tests.support.fhir import FHIR, base
 
 SECRET = "SECRET-OF-A"

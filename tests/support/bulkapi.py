@@ -2,7 +2,7 @@
 
 Kick-offs go through the Flask test client; the messages the machinery sends are recorded and delivered by
 ``run()`` (the orchestrator and worker code, not processes). Tests of worker processes use
-``tests/support/jobprocs.py`` instead.
+``harness/cluster.py`` instead.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.jobinproc import RecordingSender, SentMessage, deliver, make_resources
 from workers.registry import load_operation_modules
-from workers.runtime import WorkerResources
+from workers.resources import WorkerResources
 
 FHIR = "application/fhir+json"
 PUBLIC = "http://bulkhead.test"

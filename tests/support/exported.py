@@ -14,7 +14,7 @@ from core.fhirdates import format_instant
 from core.settings import Settings
 from orchestrator.export import finish_export, plan_export
 from storage import Database
-from storage.export_gzip import GZIP, inflate
+from storage.export.compression import GZIP, inflate
 from storage.objectstore import ObjectStore
 from workers.export import process_export
 

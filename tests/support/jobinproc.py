@@ -19,7 +19,8 @@ from orchestrator.lifecycle import advance_group
 from storage import Database
 from storage.objectstore import ObjectStore, S3ObjectStore
 from tests.support import jobops
-from workers.runtime import WorkerResources, run_processing_job
+from workers.resources import WorkerResources
+from workers.runtime import run_processing_job
 
 #: In-process timings: fast heartbeats, quick staleness, tiny back-off.
 FAST = {

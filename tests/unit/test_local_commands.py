@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from api.cli import main
-from api.runtime_file import RUNTIME_FILE, running_runtime, with_running_serve
-from api.serve_checks import ServeError
-from api.supervisor import Supervisor
+from cli.main import main
+from cli.serve.checks import ServeError
+from cli.serve.runtime_file import RUNTIME_FILE, running_runtime, with_running_serve
+from cli.serve.supervisor import Supervisor
 from core.settings import Settings
 
 S3 = {

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from api.embedded_credentials import SECRETS_DIR, embedded_database_settings
+from cli.embedded.secretfiles import secret_file, write_private
+from cli.serve.credentials import SECRETS_DIR, embedded_database_settings
 from core.settings import Settings
-from storage.embedded.secretfiles import secret_file, write_private
 
 
 def _mode(path: Path) -> int:

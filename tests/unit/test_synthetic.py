@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from core.synthetic import Population, generate, patient_resources
 from core.validation import ID_PATTERN, validate_resource
+from tools.synthetic import Population, generate, patient_resources
 
 
 def _references(value: Any) -> list[str]:

@@ -1,0 +1,1 @@
+"""HTTP clients of Bulkhead's own bulk API (``bulkhead export`` and ``bulkhead import``)."""

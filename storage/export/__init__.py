@@ -1,0 +1,1 @@
+"""Export on the database side: planning ranges, reading them with COPY, restricting, compressing."""
