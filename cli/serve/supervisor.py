@@ -41,12 +41,12 @@ from cli.serve.checks import (
     wait_for_metadata,
 )
 from cli.serve.credentials import (
-    SECRETS_DIR,
     embedded_database_settings,
     embedded_postgres,
     embedded_redis,
 )
 from cli.serve.runtime_file import RUNTIME_FILE, write_runtime
+from cli.serve.summary import Placement, summary
 from core.errors import BulkheadError
 from core.settings import Settings
 from core.stopping import StopFlag
@@ -75,15 +75,6 @@ class Child:
     stop_timeout: float
     process: ManagedProcess | None = None
     restarts: list[float] = field(default_factory=list)
-
-
-@dataclass
-class Placement:
-    """Where one service runs, for the start-up summary."""
-
-    name: str
-    where: str
-    detail: str
 
 
 class Supervisor:
@@ -332,26 +323,8 @@ class Supervisor:
         self.placements.append(Placement(name, where, detail))
 
     def _announce(self, seconds: float) -> None:
-        width = max(len(p.name) for p in self.placements)
-        lines = [f"Bulkhead is running (started in {seconds:.1f} s, data in {self.data_dir}):"]
-        for p in self.placements:
-            lines.append(f"  {p.name.ljust(width)}  {p.where}  ({p.detail})")
-        if self.postgres or self.redis or self.s3:
-            lines.append(
-                f"  the embedded servers' passwords and keys are in {self.data_dir / SECRETS_DIR}, "
-                f"{self.data_dir / 's3'} and {self.data_dir / RUNTIME_FILE} (readable by their owner only)"
-            )
-        if self.settings.auth_enabled:
-            lines.append("  authentication is ON: requests need a bearer token")
-        else:
-            lines.append(
-                f"  authentication is OFF: anyone who can reach {self.settings.host}:{self.settings.port} "
-                "can read and write every partition (set BULKHEAD_AUTH_ENABLED=true to require tokens)"
-            )
-            if self.settings.host not in {"127.0.0.1", "localhost", "::1"}:
-                lines.append(f"  WARNING: {self.settings.host} is not a loopback address")
-        lines.append("Press Ctrl-C to stop.")
-        self.echo("\n".join(lines))
+        embedded = bool(self.postgres or self.redis or self.s3)
+        self.echo(summary(self.placements, self.settings, self.data_dir, seconds, embedded=embedded))
 
     # -- run -----------------------------------------------------------------------------------------------
 
