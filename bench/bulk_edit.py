@@ -32,8 +32,9 @@ from bench.import_ import cluster_env, job_seconds
 from core.fhirdates import format_instant
 from core.jobs import ANONYMOUS
 from harness.cluster import JobCluster
+from harness.services import app_database
 from orchestrator import service
-from storage import Database, stamp_new, write_new_resources
+from storage import stamp_new, write_new_resources
 from storage.db import libpq_url
 from tools.synthetic import Population, patient_resources
 
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     with bench_database() as db, s3_server() as endpoint, fresh_bucket(endpoint) as s3:
         facts = machine(db.owner_url)
         print(facts, flush=True)
-        app = Database(db.app_url)
+        app = app_database(db.app_url)
         when = datetime(2025, 1, 1, tzinfo=UTC)
         items = [stamp_new(p, when) for p in patients(args.resources)]
         for name in ("bench-update", "bench-delete", "bench-delete-sql"):

@@ -26,7 +26,8 @@ from typing import Any
 import psycopg
 
 from bench.common import bench_database, machine, ratio, record, table, timed
-from storage import Database, NewResource, stamp_new, write_new_resources
+from harness.services import app_database
+from storage import NewResource, stamp_new, write_new_resources
 from storage.db import libpq_url
 from tools.synthetic import Population, organization, patient_resources, practitioner
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     with bench_database() as db:
         facts = machine(db.owner_url)
         print(facts)
-        app = Database(db.app_url)
+        app = app_database(db.app_url)
         with psycopg.connect(libpq_url(db.owner_url)) as owner:
             found = owner.execute(
                 "INSERT INTO partition (name) VALUES ('bench-bare') RETURNING id"

@@ -28,6 +28,7 @@ from bench.jobs import _redis_url
 from core.jobs import ANONYMOUS, JobStatus
 from core.settings import Settings
 from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for, wait_for_status
+from harness.services import app_database
 from orchestrator import service
 from storage import Database
 from storage.jobs import JobQueue
@@ -66,7 +67,7 @@ def measure(app_url: str, redis_url: str, args: argparse.Namespace, logs: Path) 
         }
     )
     cluster = JobCluster(env, logs)
-    db = Database(app_url)
+    db = app_database(app_url)
     settings = cluster.settings
     queue = JobQueue(db)
     try:

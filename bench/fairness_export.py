@@ -33,6 +33,7 @@ from core.fhirdates import format_instant
 from core.jobs import ANONYMOUS, JobStatus
 from core.settings import Settings
 from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for_status
+from harness.services import app_database
 from orchestrator import service
 from storage import Database
 from storage.db import libpq_url
@@ -111,7 +112,7 @@ def measure(app_url: str, owner_url: str, redis_url: str, args: argparse.Namespa
             }
         )
         cluster = JobCluster(env, logs)
-        db = Database(app_url)
+        db = app_database(app_url)
         settings = cluster.settings
         try:
             cluster.orchestrator()

@@ -40,6 +40,7 @@ from core.fhirpath_limits import expression_problems
 from core.jobs import ANONYMOUS, JobStatus
 from core.settings import Settings
 from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for_status
+from harness.services import app_database
 from orchestrator import service as jobs
 from services import rest as service
 from storage import Database
@@ -119,7 +120,7 @@ def measure(app_url: str, owner_url: str, redis_url: str, args: argparse.Namespa
     seed(owner_url, "tenant-b", args.small)
     with psycopg.connect(libpq_url(owner_url), autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE resource")
-    db = Database(app_url)
+    db = app_database(app_url)
     service.update(
         db, "tenant-h", "SearchParameter", "hostile", orjson.dumps(SEARCH_PARAMETER), dict(SEARCH_PARAMETER)
     )

@@ -35,6 +35,7 @@ from bench.common import bench_database, machine, ratio, record, table
 from core.importspec import parse_import
 from core.jobs import ANONYMOUS, MACHINERY, JobStatus
 from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for_status
+from harness.services import app_database
 from orchestrator import service
 from orchestrator.import_ import prepare_import
 from storage import Database, NewResource, stamp_new
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             urls[name] = f"s3://{store.bucket}/{key}"
         copy_seconds = copy_baseline(db.owner_url, trusted)
         print(f"bare COPY: {rows / copy_seconds:,.0f}/s", flush=True)
-        app = Database(db.app_url)
+        app = app_database(db.app_url)
         try:
             cluster.orchestrator()
             cluster.worker("--processes", str(args.workers), "--threads", "1")

@@ -23,6 +23,7 @@ import redis
 from bench.common import Latencies, bench_database, machine, ms, ratio, record, table
 from core.jobs import ANONYMOUS, MACHINERY, JobStatus
 from harness.cluster import JobCluster, job_environ, unique_namespace, wait_for, wait_for_status
+from harness.services import app_database
 from orchestrator import service
 from storage import Database
 from storage.jobs import JobQueue
@@ -89,7 +90,7 @@ def measure(app_url: str, redis_url: str, parts: int, threads: int, latency_runs
         }
     )
     cluster = JobCluster(env, logs)
-    db = Database(app_url)
+    db = app_database(app_url)
     try:
         cluster.orchestrator()
         cluster.worker("--threads", str(threads), "--module", "tests.support.noop_actor")

@@ -26,8 +26,9 @@ from bench.import_ import cluster_env, job_seconds, resources
 from core.fhirdates import format_instant
 from core.jobs import ANONYMOUS
 from harness.cluster import JobCluster
+from harness.services import app_database
 from orchestrator import service
-from storage import Database, stamp_new, write_new_resources
+from storage import stamp_new, write_new_resources
 
 TARGET = 10_000
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     with bench_database() as db, s3_server() as endpoint, fresh_bucket(endpoint) as s3:
         facts = machine(db.owner_url)
         print(facts, flush=True)
-        app = Database(db.app_url)
+        app = app_database(db.app_url)
         when = datetime(2025, 1, 1, tzinfo=UTC)
         sample: list[bytes] = []
 

@@ -37,7 +37,8 @@ import psycopg
 import requests
 
 from bench.common import Latencies, api_server, bench_database, machine, ms, peak_rss, ratio, record, table
-from storage import Database, stamp_new, write_new_resources
+from harness.services import app_database
+from storage import stamp_new, write_new_resources
 from storage.db import libpq_url
 from tools.synthetic import Population, generate
 
@@ -128,7 +129,7 @@ def _expect(response: requests.Response, status: int) -> None:
 
 def seed(app_url: str, patients: int, others: int) -> dict[str, int]:
     """Bulk-write the benchmark partition and the other partitions (same seed, so the same ids)."""
-    database = Database(app_url)
+    database = app_database(app_url)
     counts: dict[str, int] = {}
     try:
         for name in [PARTITION, *(f"bench-other-{n}" for n in range(1, others + 1))]:

@@ -22,6 +22,7 @@ import psycopg
 from api import create_app
 from bench.common import Latencies, bench_database, machine, ms, ratio, record
 from core.settings import Settings
+from harness.services import app_database
 from harness.tokens import AuthKeys, bearer
 from storage import Database
 from storage.db import libpq_url
@@ -106,7 +107,7 @@ def _direct_costs(owner_url: str, app_url: str, keys: AuthKeys, n: int) -> list[
         base, rls = lat(owner_read), lat(app_read)
         rows.append(f"| point read as the owner (baseline) | {_ms3(base.p50)} | {_ms3(base.p99)} |")
         rows.append(f"| point read as the application role (RLS) | {_ms3(rls.p50)} | {_ms3(rls.p99)} |")
-    audit = AuditLog(Database(app_url))
+    audit = AuditLog(app_database(app_url))
     event = AuditEvent(operation="read", outcome="success", partition=PARTITION, path="/x", status=200)
     audit.write(event)
     one = lat(lambda: audit.write(event))
@@ -122,7 +123,7 @@ def _direct_costs(owner_url: str, app_url: str, keys: AuthKeys, n: int) -> list[
 
 def _variants(owner_url: str, app_url: str, keys: AuthKeys) -> dict[str, tuple[object, dict[str, str]]]:
     base = Settings(database_url=app_url, public_base_url="http://bench.test", audit_enabled=False)
-    owner_db, app_db = Database(owner_url), Database(app_url)
+    owner_db, app_db = Database(owner_url), app_database(app_url)
     token = keys.hs256([PARTITION], "system/*.rs")
     return {
         "owner, no audit, no auth (baseline)": (

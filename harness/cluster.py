@@ -22,7 +22,7 @@ from typing import Any
 
 from core.jobs import JobInfo, JobStatus
 from core.settings import Settings
-from harness.services import fresh_database, migrate_for_tests
+from harness.services import ADMIN_ROLE_PASSWORD, fresh_database, migrate_for_tests
 from storage import Database
 from storage.jobs import JobQueue
 
@@ -54,6 +54,7 @@ def job_environ(base: Mapping[str, str], **overrides: str) -> dict[str, str]:
     env.update(FAST_JOB_SETTINGS)
     env.update(base)
     env.update(overrides)
+    env.setdefault("BULKHEAD_DATABASE_ADMIN_PASSWORD", ADMIN_ROLE_PASSWORD)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -37,6 +38,15 @@ APP_ROLE = "bulkhead_app"
 #: The application role's password in this suite's databases. Embedded servers accept password logins
 #: only; one fixed value, so that test runs sharing a server do not change it under each other.
 APP_ROLE_PASSWORD = "bulkhead-test-application-role"
+ADMIN_ROLE = "bulkhead_admin"
+#: The administrative role's password in this suite's databases (fixed, for the same reason).
+ADMIN_ROLE_PASSWORD = "bulkhead-test-administrative-role"
+
+
+def app_database(app_url: str, **options: Any) -> Database:
+    """Return a Database on the application role's URL whose administrative engine logs in with the
+    suite's administrative password (embedded servers refuse a login without one)."""
+    return Database(app_url, admin_url=role_url(app_url, ADMIN_ROLE, ADMIN_ROLE_PASSWORD), **options)
 
 
 @contextmanager
@@ -73,7 +83,12 @@ def migrate_for_tests(owner_url: str) -> str:
     """Migrate the database of ``owner_url`` (as its owner) and return the application role's URL on it."""
     db = Database(owner_url)
     try:
-        db.migrate(app_role=APP_ROLE, app_password=APP_ROLE_PASSWORD)
+        db.migrate(
+            app_role=APP_ROLE,
+            app_password=APP_ROLE_PASSWORD,
+            admin_role=ADMIN_ROLE,
+            admin_password=ADMIN_ROLE_PASSWORD,
+        )
     finally:
         db.dispose()
     return role_url(owner_url, APP_ROLE, APP_ROLE_PASSWORD)

@@ -31,7 +31,7 @@ from harness.cluster import (
     wait_for,
     wait_for_status,
 )
-from harness.services import S3Settings
+from harness.services import S3Settings, app_database
 from orchestrator import service
 from storage import Database
 from storage.bulkwrite import stamp_new, write_new_resources
@@ -54,7 +54,7 @@ def export_db_url(owner_database_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def export_db(export_db_url: str) -> Iterator[Database]:
     """Yield a handle on the module's database."""
-    db = Database(export_db_url)
+    db = app_database(export_db_url)
     yield db
     db.dispose()
 

@@ -29,7 +29,7 @@ from harness.cluster import (
     wait_for,
     wait_for_status,
 )
-from harness.services import S3Settings
+from harness.services import S3Settings, app_database
 from orchestrator import service
 from storage import Database
 from storage.jobs import JobQueue
@@ -51,7 +51,7 @@ def cluster_database_url(owner_database_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def cluster_db(cluster_database_url: str) -> Iterator[Database]:
     """Yield a handle on the module's database."""
-    db = Database(cluster_database_url)
+    db = app_database(cluster_database_url)
     yield db
     db.dispose()
 
