@@ -38,6 +38,18 @@ class InvalidRequest(BulkheadError):
     status = 400
 
 
+class InputUnreadable(InvalidRequest):
+    """An import input this server may not, or cannot, read: always ``input N could not be read: <reason>``.
+
+    ``reason`` is one of the few fixed words of ``core/importpolicy.py``; nothing of what the URL answered
+    (connection errors, listings, bodies) is ever part of the message.
+    """
+
+    def __init__(self, message: str, *, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 class Unauthorized(BulkheadError):
     """The request carries no valid credentials (a missing, expired or badly signed token)."""
 

@@ -10,12 +10,15 @@ adds ``validation`` (``full`` | ``structural`` | ``none``, default ``full``) and
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from core.errors import InvalidRequest, Issue
 from core.fhirtypes import resource_types
+from core.importpolicy import display_url, has_secret
+from core.importsecrets import Sealer
 
 NDJSON_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
 INITIAL, INCREMENTAL = "InitialLoad", "IncrementalLoad"
@@ -24,6 +27,7 @@ VALIDATION_MODES = (FULL, STRUCTURAL, NONE)
 MIN_RANGE_BYTES = 1024
 MAX_RANGE_BYTES = 1024 * 1024 * 1024
 MAX_INPUTS = 10_000
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 _TOP = frozenset(
     {
@@ -49,6 +53,12 @@ class ImportInput:
     url: str
     type: str | None = None
     etag: str | None = None
+    # The real URL, sealed, when it carries a secret; ``url`` is then its redacted display form.
+    sealed: str | None = None
+
+    def real_url(self, sealer: Sealer) -> str:
+        """Return the URL to fetch (the sealed one opened, when there is one)."""
+        return sealer.open(self.sealed) if self.sealed else self.url
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,22 @@ class ImportSpec:
     batch_size: int | None = None
     range_bytes: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    http_basic_sealed: str | None = None
+
+    def sealed(self, sealer: Sealer) -> ImportSpec:
+        """Return the form kept in the job table: every secret sealed, URLs shown redacted."""
+        inputs = tuple(
+            ImportInput(display_url(i.url), i.type, i.etag, sealer.seal(i.url)) if has_secret(i.url) else i
+            for i in self.inputs
+        )
+        basic = sealer.seal(self.http_basic) if self.http_basic else self.http_basic_sealed
+        return replace(self, inputs=inputs, http_basic=None, http_basic_sealed=basic)
+
+    def basic(self, sealer: Sealer) -> str | None:
+        """Return the ``credentialHttpBasic`` to send (opened from its sealed form)."""
+        if self.http_basic_sealed:
+            return sealer.open(self.http_basic_sealed)
+        return self.http_basic
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form stored as the job's definition."""
@@ -85,13 +111,8 @@ class ImportSpec:
             batch_size=data.get("batch_size"),
             range_bytes=data.get("range_bytes"),
             notes=tuple(data.get("notes") or ()),
+            http_basic_sealed=data.get("http_basic_sealed"),
         )
-
-    def public_request(self) -> dict[str, Any]:
-        """Return the request as the status result shows it (credentials left out)."""
-        data = self.to_json()
-        data.pop("http_basic", None)
-        return data
 
 
 def _primitive(param: dict[str, Any], where: str) -> str:
@@ -121,14 +142,16 @@ def parse_input_url(url: str) -> tuple[str, str, str]:
     scheme = parts.scheme.lower()
     if scheme == "s3":
         bucket, key = parts.netloc, parts.path.lstrip("/")
-        if not bucket or not key or ".." in key.split("/"):
-            raise InvalidRequest(f"Input url {url!r} is not of the form s3://bucket/key")
+        if not _BUCKET.fullmatch(bucket) or not key or ".." in key.split("/") or parts.query:
+            raise InvalidRequest(
+                f"Input url {display_url(url)!r} is not of the form s3://bucket/key or s3://bucket/prefix/"
+            )
         return scheme, bucket, key
     if scheme in {"http", "https"}:
         if not parts.netloc:
-            raise InvalidRequest(f"Input url {url!r} has no host")
+            raise InvalidRequest(f"Input url {display_url(url)!r} has no host")
         return scheme, parts.netloc, url
-    raise InvalidRequest(f"Input url {url!r}: use s3://bucket/key or an http(s) URL")
+    raise InvalidRequest(f"Input url {display_url(url)!r}: use s3://bucket/key or an http(s) URL")
 
 
 def _input(param: dict[str, Any], n: int) -> ImportInput:
@@ -211,7 +234,7 @@ def parse_import(body: dict[str, Any]) -> ImportSpec:
     if len(inputs) > MAX_INPUTS:
         raise InvalidRequest(f"$import takes at most {MAX_INPUTS} inputs")
     urls = [i.url for i in inputs]
-    duplicates = sorted({u for u in urls if urls.count(u) > 1})
+    duplicates = sorted({display_url(u) for u in urls if urls.count(u) > 1})
     if duplicates:
         raise InvalidRequest(f"The same input appears more than once: {', '.join(duplicates)}")
     storage_type = storage.get("type")

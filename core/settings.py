@@ -94,6 +94,9 @@ class Settings:
     database_admin_role: str = "bulkhead_admin"
     database_admin_password: str | None = None
     audit_enabled: bool = True
+    # An update whose content equals the current version's stores no new version (as HAPI FHIR does);
+    # true keeps every write as a version of its own.
+    update_keep_identical: bool = False
     rate_limit_per_second: float = 0.0
     rate_limit_burst: int = 0
     partition_config_ttl_seconds: float = 5.0
@@ -102,6 +105,11 @@ class Settings:
     import_batch_size: int = 5000
     import_max_line_bytes: int = 64 * 1024 * 1024
     import_max_concurrent_per_partition: int = 2
+    # The input policy (core/importpolicy.py): URL prefixes or hosts, and buckets, an import may read
+    # beyond public addresses; the key that seals import credentials in the job table.
+    import_allowed_urls: str = ""
+    import_allowed_buckets: str = ""
+    import_secret_key: str | None = None
     reindex_chunk_rows: int = 50_000
     reindex_batch_size: int = 5000
     bulk_edit_chunk_rows: int = 10_000

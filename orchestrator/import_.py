@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 from core.errors import InvalidRequest
 from core.fhirdates import format_instant
+from core.importpolicy import NOT_FOUND, InputPolicy, display_url, has_secret, policy_of, unreadable
+from core.importsecrets import Sealer
 from core.importspec import NONE, ImportSpec
 from core.jobs import MACHINERY, JobCaller, PermanentJobError
 from core.ndjson_ranges import is_gzip, plan_ranges
@@ -25,7 +27,7 @@ from core.settings import Settings
 from orchestrator.registry import register_planner
 from orchestrator.reindex import KIND as REINDEX
 from storage import Database
-from storage.importsource import check_input_allowed, open_source
+from storage.importsource import check_input, is_prefix, open_source, prefix_objects
 from storage.importwrite import import_watermark
 from storage.objectstore import ObjectStore, object_store_from_settings
 
@@ -52,13 +54,16 @@ def store_of(ctx: Any) -> ObjectStore:
 def prepare_import(
     database: Database, settings: Settings, store: ObjectStore, partition: str, spec: ImportSpec
 ) -> dict[str, Any]:
-    """Check a validated request against this server and return the job's definition (at kick-off)."""
-    for item in spec.inputs:
-        check_input_allowed(item.url, store, settings.s3_prefix, partition)
+    """Check a validated request against this server's input policy and return the job's definition (at
+    kick-off), every credential sealed (``core/importsecrets.py``)."""
+    policy = policy_of(settings)
+    for n, item in enumerate(spec.inputs):
+        check_input(policy, n, item.url, partition)
+    stored = spec.sealed(Sealer(settings.import_secret_key))
     with database.unit_of_work(partition) as uow:
         watermark = import_watermark(uow)
     return {
-        "spec": spec.to_json(),
+        "spec": stored.to_json(),
         "transaction_time": format_instant(datetime.now(UTC)),
         "watermark": watermark,
     }
@@ -77,11 +82,23 @@ def _first_bytes(source: Any, etag: str) -> bytes:
             close()
 
 
+def _objects(
+    policy: InputPolicy, sealer: Sealer, n: int, url: str, ctx: PlanContext, store: ObjectStore
+) -> list[tuple[str, str | None]]:
+    """Return the files of input ``n``: (URL shown, URL sealed or None) for each."""
+    if not is_prefix(url):
+        return [(display_url(url), sealer.seal(url) if has_secret(url) else None)]
+    return [(u, None) for u in prefix_objects(policy, n, url, store, ctx.partition)]
+
+
 def plan_import(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
-    """Return one processing-job definition per byte range of every input."""
+    """Return one processing-job definition per byte range of every input (every object under an
+    ``s3://bucket/prefix/`` input)."""
     definition: dict[str, Any] = job.definition
     spec = ImportSpec.from_json(definition["spec"])
     store = store_of(ctx)
+    policy, sealer = policy_of(ctx.settings), Sealer(ctx.settings.import_secret_key)
+    basic = spec.basic(sealer)
     range_bytes = spec.range_bytes or ctx.settings.import_range_bytes
     base = {
         "mode": spec.mode,
@@ -90,33 +107,47 @@ def plan_import(ctx: PlanContext, job: Any) -> list[dict[str, Any]]:
         "transaction_time": definition["transaction_time"],
         "input_source": spec.input_source,
         "batch_size": spec.batch_size,
-        "http_basic": spec.http_basic,
+        "http_basic_sealed": spec.http_basic_sealed,
     }
     parts: list[dict[str, Any]] = []
     for n, item in enumerate(spec.inputs):
-        check_input_allowed(item.url, store, ctx.settings.s3_prefix, ctx.partition)
-        source = open_source(item.url, store, basic=spec.http_basic)
-        info = source.head()
-        if info is None:
-            raise InvalidRequest(f"Input {item.url} does not exist")
-        if item.etag and info.etag != item.etag:
-            raise PermanentJobError(
-                f"Input {item.url} changed: its entity tag is {info.etag!r}, "
-                f"the request expected {item.etag!r}",
-                code="conflict",
+        files = _objects(policy, sealer, n, item.real_url(sealer), ctx, store)
+        if not files:
+            parts.append({**base, "input": n, "url": item.url, "type": item.type, "range": 0, "empty": True})
+        for shown, sealed in files:
+            source = open_source(
+                policy, n, sealer.open(sealed) if sealed else shown, store, ctx.partition, basic=basic
             )
-        common = {**base, "input": n, "url": item.url, "type": item.type, "etag": info.etag}
-        if info.size == 0:
-            parts.append({**common, "range": 0, "empty": True})
-            continue
-        compressed = is_gzip(_first_bytes(source, info.etag))
-        ranges = plan_ranges(info.size, range_bytes, compressed=compressed)
-        if len(ranges) > MAX_RANGES_PER_INPUT:
-            raise InvalidRequest(
-                f"Input {item.url} would need {len(ranges)} ranges; raise processingUnitBytesToRead"
-            )
-        for r, rng in enumerate(ranges):
-            parts.append({**common, "range": r, "start": rng.start, "stop": rng.stop, "gzip": compressed})
+            info = source.head()
+            if info is None:
+                raise unreadable(n, NOT_FOUND)
+            if item.etag and info.etag != item.etag:
+                raise PermanentJobError(
+                    f"input {n} could not be read: changed (its entity tag is {info.etag!r}, "
+                    f"the request expected {item.etag!r})",
+                    code="conflict",
+                )
+            common = {
+                **base,
+                "input": n,
+                "url": shown,
+                "source": sealed,
+                "type": item.type,
+                "etag": info.etag,
+            }
+            if info.size == 0:
+                parts.append({**common, "range": len(parts), "empty": True})
+                continue
+            compressed = is_gzip(_first_bytes(source, info.etag))
+            ranges = plan_ranges(info.size, range_bytes, compressed=compressed)
+            if len(ranges) > MAX_RANGES_PER_INPUT:
+                raise InvalidRequest(
+                    f"input {n} would need {len(ranges)} ranges; raise processingUnitBytesToRead"
+                )
+            for rng in ranges:
+                parts.append(
+                    {**common, "range": len(parts), "start": rng.start, "stop": rng.stop, "gzip": compressed}
+                )
     log.info(
         "planned import into %s: %s inputs, %s ranges",
         ctx.partition,

@@ -1,12 +1,16 @@
-"""Where import files come from: an S3 object (``s3://bucket/key``) or an HTTP(S) URL.
+"""Where import files come from: an S3 object (``s3://bucket/key``) or an HTTP(S) URL, within the policy.
 
 Both sit behind one small Protocol, ``ImportSource``: ``head()`` for the size and entity tag, ``stream()`` for
-the bytes from an offset, refusing a file whose entity tag changed. Errors are Bulkhead's own: a missing file
-is NotFound, a changed one PreconditionFailed, an unreachable server ServiceUnavailable (retried).
+the bytes from an offset, refusing a file whose entity tag changed. ``open_source`` applies the input policy
+(``core/importpolicy.py``) every time a source is opened, at kick-off, planning and in every worker, and HTTP
+goes through ``storage.importfetch``, which checks each address actually connected to.
 
-HTTP reads ask for ``Range: bytes=start-``; a server that ignores it (200 instead of 206) still works, the
-skipped bytes are read and dropped. Bytes are read as sent (``Content-Encoding: gzip`` is not undone here):
-the reader recognises gzip by its magic bytes.
+Every failure reads ``input N could not be read: <reason>`` (``core.importpolicy.unreadable``): refused by
+the policy, 401/403 and listings are *not allowed*, 404/410 *not found*, connection failures, 429 and 5xx
+*unreachable* (retried), a changed entity tag *changed*; nothing a server answered, and no connection error
+text, reaches the job's result. HTTP reads ask for ``Range: bytes=start-``; a server that ignores it (200
+instead of 206) still works, the skipped bytes are read and dropped. Bytes are read as sent (gzip is
+recognised by its magic bytes, not undone by the transport).
 """
 
 from __future__ import annotations
@@ -18,13 +22,37 @@ from typing import Protocol
 
 import requests
 
-from core.errors import BulkheadError, Forbidden, NotFound, PreconditionFailed, ServiceUnavailable
+from core.errors import BulkheadError, InputUnreadable, NotFound, PreconditionFailed, ServiceUnavailable
+from core.importpolicy import (
+    CHANGED,
+    NOT_ALLOWED,
+    NOT_FOUND,
+    NOT_NDJSON,
+    UNREACHABLE,
+    InputPolicy,
+    display_url,
+    unreadable,
+)
 from core.importspec import parse_input_url
-from storage.objectstore.base import ObjectInfo, ObjectStore, job_prefix
+from storage.importfetch import AddressRefused, policy_session
+from storage.objectstore.base import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
 _TIMEOUT = (10, 120)
+MAX_PREFIX_OBJECTS = 10_000
+#: Content types of directory and bucket listings: never imported (a listing is not the tenant's data).
+_LISTINGS = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
+
+
+def unreachable(index: int) -> ServiceUnavailable:
+    """Return the (retried) error of an input whose server could not be reached."""
+    return ServiceUnavailable(f"input {index} could not be read: {UNREACHABLE}", retry_after=5)
+
+
+def changed(index: int) -> PreconditionFailed:
+    """Return the error of an input whose entity tag changed."""
+    return PreconditionFailed(f"input {index} could not be read: {CHANGED}")
 
 
 class ImportSource(Protocol):
@@ -41,34 +69,81 @@ class ImportSource(Protocol):
         ...
 
 
-class S3Source:
-    """An object of the S3 server Bulkhead uses (any bucket its credentials reach)."""
+def _s3_failure(index: int, exc: BulkheadError) -> BulkheadError:
+    if isinstance(exc, InputUnreadable):
+        return exc
+    if isinstance(exc, NotFound):
+        return unreadable(index, NOT_FOUND)
+    if isinstance(exc, PreconditionFailed):
+        return changed(index)
+    if isinstance(exc, ServiceUnavailable):
+        return unreachable(index)
+    return unreadable(index, NOT_ALLOWED)
 
-    def __init__(self, url: str, store: ObjectStore, bucket: str, key: str):
+
+class S3Source:
+    """An object of the S3 server Bulkhead uses, in a bucket the policy allows."""
+
+    def __init__(self, url: str, index: int, store: ObjectStore, bucket: str, key: str):
         self.url = url
+        self.index = index
         self.key = key
         self.store = store
         if bucket != store.bucket:
             other = getattr(store, "with_bucket", None)
             if other is None:
-                raise NotFound(f"No bucket {bucket!r} in this object store")
+                raise unreadable(index, NOT_FOUND)
             self.store = other(bucket)
 
     def head(self) -> ObjectInfo | None:
         """Return the object's size and entity tag, or None."""
-        return self.store.head(self.key)
+        try:
+            return self.store.head(self.key)
+        except BulkheadError as exc:
+            raise _s3_failure(self.index, exc) from None
 
     def stream(self, start: int = 0, *, etag: str | None = None) -> Iterator[bytes]:
         """Yield the object's bytes from ``start``."""
-        return self.store.get_stream(self.key, (start, None), if_match=etag, chunk_size=_CHUNK)
+        try:
+            chunks = self.store.get_stream(self.key, (start, None), if_match=etag, chunk_size=_CHUNK)
+        except BulkheadError as exc:
+            raise _s3_failure(self.index, exc) from None
+        return self._chunks(chunks)
+
+    def _chunks(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            yield from chunks
+        except BulkheadError as exc:
+            raise _s3_failure(self.index, exc) from None
+
+    def object_keys(self) -> list[str]:
+        """Return the keys of the objects under this source's key, a prefix ending in ``/`` (sorted)."""
+        found: list[str] = []
+        try:
+            for key in self.store.list_keys(self.key):
+                if key.endswith("/"):
+                    continue
+                found.append(key)
+                if len(found) > MAX_PREFIX_OBJECTS:
+                    raise InputUnreadable(
+                        f"input {self.index} could not be read: more than {MAX_PREFIX_OBJECTS} objects "
+                        "under its prefix",
+                        reason="too many objects",
+                    )
+        except InputUnreadable:
+            raise
+        except BulkheadError as exc:
+            raise _s3_failure(self.index, exc) from None
+        return sorted(found)
 
 
 class HttpSource:
-    """A file served over HTTP(S)."""
+    """A file served over HTTP(S), fetched on a session that obeys the input policy."""
 
-    def __init__(self, url: str, *, basic: str | None = None, session: requests.Session | None = None):
+    def __init__(self, url: str, index: int, session: requests.Session, *, basic: str | None = None) -> None:
         self.url = url
-        self.session = session or requests.Session()
+        self.index = index
+        self.session = session
         self.headers: dict[str, str] = {"Accept-Encoding": "identity"}
         if basic:
             self.headers["Authorization"] = "Basic " + base64.b64encode(basic.encode("utf-8")).decode("ascii")
@@ -76,40 +151,61 @@ class HttpSource:
     def _fail(self, response: requests.Response) -> BulkheadError:
         code = response.status_code
         if code in (404, 410):
-            return NotFound(f"No file at {self.url} (HTTP {code})")
-        if code in (401, 403):
-            return Forbidden(f"{self.url} refused access (HTTP {code})")
+            return unreadable(self.index, NOT_FOUND)
         if code == 412:
-            return PreconditionFailed(f"{self.url} changed since its entity tag was taken")
+            return changed(self.index)
         if code == 429 or code >= 500:
-            return ServiceUnavailable(f"{self.url} answered HTTP {code}", retry_after=5)
-        return BulkheadError(f"{self.url} answered HTTP {code}")
+            return unreachable(self.index)
+        return unreadable(self.index, NOT_ALLOWED)
+
+    def _checked(self, response: requests.Response) -> requests.Response:
+        kind = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if kind in _LISTINGS:
+            response.close()
+            raise unreadable(self.index, NOT_NDJSON)
+        return response
+
+    def _get(self, headers: dict[str, str]) -> requests.Response:
+        try:
+            return self.session.get(self.url, headers=headers, timeout=_TIMEOUT, stream=True)
+        except AddressRefused:
+            raise unreadable(self.index, NOT_ALLOWED) from None
+        except requests.TooManyRedirects:
+            raise unreadable(self.index, NOT_ALLOWED) from None
+        except (requests.RequestException, ValueError):
+            raise unreachable(self.index) from None
 
     def head(self) -> ObjectInfo | None:
         """Return the size and entity tag (from HEAD, or a one-byte GET), or None when it is missing."""
         try:
             resp = self.session.head(self.url, headers=self.headers, timeout=_TIMEOUT, allow_redirects=True)
-            if resp.status_code in (404, 410):
+        except AddressRefused:
+            raise unreadable(self.index, NOT_ALLOWED) from None
+        except requests.TooManyRedirects:
+            raise unreadable(self.index, NOT_ALLOWED) from None
+        except (requests.RequestException, ValueError):
+            raise unreachable(self.index) from None
+        if resp.status_code in (404, 410):
+            return None
+        length = resp.headers.get("Content-Length")
+        if resp.status_code == 200 and length is not None and length.isdigit():
+            self._checked(resp)
+            return ObjectInfo(self.url, int(length), _etag(resp.headers.get("ETag")))
+        with self._get({**self.headers, "Range": "bytes=0-0"}) as probe:
+            if probe.status_code in (404, 410):
                 return None
-            length = resp.headers.get("Content-Length")
-            if resp.status_code == 200 and length is not None:
-                return ObjectInfo(self.url, int(length), _etag(resp.headers.get("ETag")))
-            probe = self.session.get(
-                self.url, headers={**self.headers, "Range": "bytes=0-0"}, timeout=_TIMEOUT, stream=True
-            )
-            with probe:
-                if probe.status_code in (404, 410):
-                    return None
-                if probe.status_code == 206 and "/" in probe.headers.get("Content-Range", ""):
-                    total = probe.headers["Content-Range"].rpartition("/")[2]
-                    if total.isdigit():
-                        return ObjectInfo(self.url, int(total), _etag(probe.headers.get("ETag")))
-                if probe.status_code == 200:
+            self._checked(probe)
+            if probe.status_code == 206 and "/" in probe.headers.get("Content-Range", ""):
+                total = probe.headers["Content-Range"].rpartition("/")[2]
+                if total.isdigit():
+                    return ObjectInfo(self.url, int(total), _etag(probe.headers.get("ETag")))
+            if probe.status_code == 200:
+                try:
                     size = sum(len(c) for c in probe.raw.stream(_CHUNK, decode_content=False))
-                    return ObjectInfo(self.url, size, _etag(probe.headers.get("ETag")))
-                raise self._fail(probe)
-        except requests.RequestException as exc:
-            raise ServiceUnavailable(f"{self.url} is not reachable: {exc}", retry_after=5) from exc
+                except Exception:
+                    raise unreachable(self.index) from None
+                return ObjectInfo(self.url, size, _etag(probe.headers.get("ETag")))
+            raise self._fail(probe)
 
     def stream(self, start: int = 0, *, etag: str | None = None) -> Iterator[bytes]:
         """Yield the file's bytes from ``start``."""
@@ -118,20 +214,18 @@ class HttpSource:
             headers["Range"] = f"bytes={start}-"
         if etag:
             headers["If-Match"] = f'"{etag}"'
-        try:
-            resp = self.session.get(self.url, headers=headers, timeout=_TIMEOUT, stream=True)
-        except requests.RequestException as exc:
-            raise ServiceUnavailable(f"{self.url} is not reachable: {exc}", retry_after=5) from exc
+        resp = self._get(headers)
         if resp.status_code == 416:
             resp.close()
             return iter(())
         if resp.status_code not in (200, 206):
             resp.close()
             raise self._fail(resp)
+        self._checked(resp)
         served = _etag(resp.headers.get("ETag"))
         if etag and served and served != etag:
             resp.close()
-            raise PreconditionFailed(f"{self.url} changed since its entity tag was taken")
+            raise changed(self.index)
         skip = start if resp.status_code == 200 else 0
         return self._chunks(resp, skip)
 
@@ -146,11 +240,11 @@ class HttpSource:
                     skip = 0
                     continue
                 yield piece
-        except requests.RequestException as exc:
-            raise ServiceUnavailable(f"Reading {self.url} failed: {exc}", retry_after=5) from exc
+        except requests.RequestException:
+            raise unreachable(self.index) from None
         except Exception as exc:
-            if type(exc).__module__.startswith("urllib3"):
-                raise ServiceUnavailable(f"Reading {self.url} failed: {exc}", retry_after=5) from exc
+            if type(exc).__module__.startswith("urllib3") or isinstance(exc, OSError):
+                raise unreachable(self.index) from None
             raise
         finally:
             resp.close()
@@ -160,22 +254,59 @@ def _etag(value: str | None) -> str:
     return (value or "").removeprefix("W/").strip('"')
 
 
-def open_source(url: str, store: ObjectStore, *, basic: str | None = None) -> ImportSource:
-    """Return the source of an input URL."""
+def check_input(policy: InputPolicy, index: int, url: str, partition: str) -> None:
+    """Refuse an input the policy does not allow into ``partition`` (``input N could not be read: ...``)."""
     scheme, bucket, key = parse_input_url(url)
     if scheme == "s3":
-        return S3Source(url, store, bucket, key)
-    return HttpSource(url, basic=basic)
+        policy.check_s3(index, bucket, key, partition)
+    else:
+        policy.check_http(index, url)
 
 
-def check_input_allowed(url: str, store: ObjectStore, prefix: str, partition: str) -> None:
-    """Refuse an input in Bulkhead's own bucket outside the partition's own prefix (other tenants' files)."""
+def open_source(
+    policy: InputPolicy,
+    index: int,
+    url: str,
+    store: ObjectStore,
+    partition: str,
+    *,
+    basic: str | None = None,
+    session: requests.Session | None = None,
+) -> ImportSource:
+    """Return the source of input ``index`` at ``url``, after the policy's check."""
+    check_input(policy, index, url, partition)
     scheme, bucket, key = parse_input_url(url)
-    if scheme != "s3" or bucket != store.bucket:
-        return
-    own = job_prefix(prefix, partition, "x").rsplit("/", 2)[0] + "/"
-    if not key.startswith(own):
-        raise Forbidden(
-            f"Input {url} is in Bulkhead's own bucket outside this partition's prefix {own}; "
-            "upload inputs under it (bulkhead import does) or use another bucket"
-        )
+    if scheme == "s3":
+        return S3Source(url, index, store, bucket, key)
+    return HttpSource(url, index, session or policy_session(policy), basic=basic)
+
+
+def prefix_objects(
+    policy: InputPolicy, index: int, url: str, store: ObjectStore, partition: str
+) -> list[str]:
+    """Return the ``s3://`` URLs of the objects under an ``s3://bucket/prefix/`` input (within the policy)."""
+    source = open_source(policy, index, url, store, partition)
+    assert isinstance(source, S3Source)
+    bucket = parse_input_url(url)[1]
+    urls = [f"s3://{bucket}/{key}" for key in source.object_keys()]
+    for object_url in urls:
+        check_input(policy, index, object_url, partition)
+    log.info("input %s (%s): %s objects under the prefix", index, display_url(url), len(urls))
+    return urls
+
+
+def is_prefix(url: str) -> bool:
+    """Return True when ``url`` names every object under an S3 prefix (``s3://bucket/prefix/``)."""
+    return url.startswith("s3://") and url.endswith("/")
+
+
+__all__ = [
+    "MAX_PREFIX_OBJECTS",
+    "HttpSource",
+    "ImportSource",
+    "S3Source",
+    "check_input",
+    "is_prefix",
+    "open_source",
+    "prefix_objects",
+]

@@ -12,9 +12,11 @@ from flask.testing import FlaskClient
 from api import create_app
 from core.settings import Settings
 from harness.services import (
+    ADMIN_ROLE_PASSWORD,
     APP_ROLE,
     APP_ROLE_PASSWORD,
     S3Settings,
+    app_database,
     fresh_bucket,
     fresh_database,
     migrate_for_tests,
@@ -26,6 +28,10 @@ from harness.tokens import AuthKeys
 from storage import Database
 from storage.objectstore import S3ObjectStore, object_store_from_settings
 from storage.security import role_url
+from tests.support.http_files import FileServer, file_server
+
+#: The key that seals import credentials in the test runs' job tables.
+IMPORT_SECRET_KEY = secrets.token_urlsafe(32)
 
 
 @pytest.fixture(scope="session")
@@ -45,15 +51,29 @@ def database_url(owner_database_url: str) -> str:
 @pytest.fixture(scope="session")
 def database(database_url: str) -> Iterator[Database]:
     """Yield the Database handle of the test run."""
-    db = Database(database_url)
+    db = app_database(database_url)
     yield db
     db.dispose()
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    """Return settings pointing at the test database."""
-    return Settings(database_url=database_url, public_base_url="http://bulkhead.test")
+def files() -> Iterator[FileServer]:
+    """Serve test files over HTTP on 127.0.0.1 (the one loopback server test imports may read)."""
+    with file_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, files: FileServer) -> Settings:
+    """Return settings pointing at the test database; imports may read the test file server, which the
+    input policy would refuse (a loopback address) but for the explicit allow-list entry."""
+    return Settings(
+        database_url=database_url,
+        public_base_url="http://bulkhead.test",
+        database_admin_password=ADMIN_ROLE_PASSWORD,
+        import_allowed_urls=files.base_url + "/",
+        import_secret_key=IMPORT_SECRET_KEY,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -22,9 +22,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from core.errors import Issue, NotFound, PreconditionFailed
+from core.errors import Issue, PreconditionFailed
 from core.fhirdates import parse_instant
+from core.importpolicy import policy_of
 from core.importrows import ImportRecord, LineError, build_record
+from core.importsecrets import Sealer
 from core.importspec import NONE
 from core.jobs import PermanentJobError
 from core.ndjson_ranges import gunzip, line_numbers, range_lines, read_from
@@ -144,17 +146,12 @@ def _write_errors(
 
 def process_import(ctx: ImportContext, job: Any) -> dict[str, Any]:
     """Import the lines of one byte range of one input; return counts and the error file, if any."""
-    url = str(job.definition["url"])
     collecting = gc.isenabled()
     gc.disable()  # a batch holds thousands of parsed dicts: cyclic collection would rescan them all
     try:
         return _process(ctx, job)
     except PreconditionFailed as exc:
-        raise PermanentJobError(
-            f"Input {url} changed during the import: {exc.message}", code="conflict"
-        ) from exc
-    except NotFound as exc:
-        raise PermanentJobError(f"Input {url} is no longer there: {exc.message}", code="invalid") from exc
+        raise PermanentJobError(exc.message, code="conflict") from exc
     finally:
         if collecting:
             gc.enable()
@@ -166,7 +163,7 @@ def _process(ctx: ImportContext, job: Any) -> dict[str, Any]:
     url = str(d["url"])
     result: dict[str, Any] = {"input": d["input"], "range": d["range"], "url": url, "counts": {}, "errors": 0}
     key = error_key(ctx, group_id, int(d["input"]), int(d["range"]))
-    source = open_source(url, ctx.object_store, basic=d.get("http_basic"))
+    source = _source(ctx, d)
     if d.get("empty"):
         issue = Issue(f"{url} is empty: nothing to import", code="informational", severity="warning")
         body = (
@@ -243,6 +240,17 @@ def _process(ctx: ImportContext, job: Any) -> dict[str, Any]:
         extra={"partition": ctx.partition, "job_id": ctx.job_id},
     )
     return result
+
+
+def _source(ctx: ImportContext, d: dict[str, Any]) -> ImportSource:
+    """Open the definition's input under the input policy, its sealed URL and credentials opened."""
+    sealer = Sealer(ctx.settings.import_secret_key)
+    url = sealer.open(str(d["source"])) if d.get("source") else str(d["url"])
+    sealed_basic = d.get("http_basic_sealed")
+    basic = sealer.open(str(sealed_basic)) if sealed_basic else d.get("http_basic")
+    return open_source(
+        policy_of(ctx.settings), int(d["input"]), url, ctx.object_store, ctx.partition, basic=basic
+    )
 
 
 def _instant(value: str) -> datetime:

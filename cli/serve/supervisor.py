@@ -44,6 +44,7 @@ from cli.serve.credentials import (
     embedded_database_settings,
     embedded_postgres,
     embedded_redis,
+    serve_secret,
 )
 from cli.serve.runtime_file import RUNTIME_FILE, write_runtime
 from cli.serve.summary import Placement, summary
@@ -195,6 +196,9 @@ class Supervisor:
                 "configured (BULKHEAD_S3_ENDPOINT_URL)",
             )
         ensure_bucket(settings)
+        if not settings.import_secret_key:
+            # The key that seals import credentials in the job table: one per data directory, kept.
+            settings = replace(settings, import_secret_key=serve_secret(self.data_dir, "import-key"))
         return settings
 
     def _migrate(self, settings: Settings) -> None:
@@ -227,6 +231,8 @@ class Supervisor:
         }
         if settings.database_admin_url:
             env["BULKHEAD_DATABASE_ADMIN_URL"] = settings.database_admin_url
+        if settings.import_secret_key:
+            env["BULKHEAD_IMPORT_SECRET_KEY"] = settings.import_secret_key
         if settings.s3_access_key and settings.s3_secret_key:
             env["BULKHEAD_S3_ACCESS_KEY"] = settings.s3_access_key
             env["BULKHEAD_S3_SECRET_KEY"] = settings.s3_secret_key

@@ -18,7 +18,7 @@ from storage import Database
 from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base, put
-from tests.support.http_files import file_server
+from tests.support.http_files import FileServer
 
 FIRSTNAME = {
     "resourceType": "SearchParameter",
@@ -94,7 +94,7 @@ def test_a_reindex_run_by_worker_processes_indexes_the_partitions_custom_paramet
 
 
 def test_an_import_run_by_worker_processes_indexes_the_partitions_active_custom_parameter(
-    cluster: JobCluster, database: Database, object_store: S3ObjectStore, partition: str
+    cluster: JobCluster, database: Database, object_store: S3ObjectStore, files: FileServer, partition: str
 ):
     # Given a partition whose custom parameter is active, and an NDJSON file of patients served over HTTP
     cluster.orchestrator()
@@ -106,17 +106,16 @@ def test_an_import_run_by_worker_processes_indexes_the_partitions_active_custom_
         orjson.dumps({"resourceType": "Patient", "id": f"i{i}", "name": [{"given": ["Imported"]}]}) + b"\n"
         for i in range(4)
     )
-    with file_server() as files:
-        url = files.put(f"/{partition}/patients.ndjson", lines)
-        params = {
-            "resourceType": "Parameters",
-            "parameter": [
-                {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
-                {"name": "input", "part": [{"name": "url", "valueUrl": url}]},
-            ],
-        }
-        # When the file is imported by the worker processes
-        result = run_job(client, cluster, f"{base(partition)}/$import", params)
+    url = files.put(f"/{partition}/patients.ndjson", lines)
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
+            {"name": "input", "part": [{"name": "url", "valueUrl": url}]},
+        ],
+    }
+    # When the file is imported by the worker processes
+    result = run_job(client, cluster, f"{base(partition)}/$import", params)
     # Then every imported patient is found through the custom parameter
     assert result["extension"]["totals"]["created"] == 4
     assert firstname_total(client, partition, "Imported") == 4

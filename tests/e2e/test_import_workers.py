@@ -7,12 +7,10 @@ test's own, which ``bulkhead orchestrator`` and ``bulkhead worker`` subprocesses
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
@@ -26,14 +24,7 @@ from storage.jobs import JobQueue
 from storage.objectstore import S3ObjectStore
 from tests.support.fhir import base
 from tests.support.http_app import app_for, served
-from tests.support.http_files import FileServer, file_server
-
-
-@pytest.fixture
-def files() -> Iterator[FileServer]:
-    """Serve test files over HTTP on 127.0.0.1."""
-    with file_server() as server:
-        yield server
+from tests.support.http_files import FileServer
 
 
 def client_for(cluster: JobCluster, database: Database, store: S3ObjectStore) -> Any:

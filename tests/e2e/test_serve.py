@@ -152,7 +152,7 @@ def test_the_start_up_summary_says_where_each_service_runs_and_that_authenticati
     # And it says where the embedded servers' passwords are, but prints none of them nor the S3 secret key
     assert f"passwords and keys are in {served.data_dir / 'secrets'}" in out
     kept = [f.read_text().strip() for f in (served.data_dir / "secrets").iterdir()]
-    assert len(kept) == 4
+    assert len(kept) == 5  # PostgreSQL superuser, application and administrative roles, Redis, import key
     for secret in [*kept, served.runtime()["BULKHEAD_S3_SECRET_KEY"]]:
         assert secret not in out
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -14,14 +13,7 @@ from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.bulkapi import PUBLIC, BulkApi, bulk_api
 from tests.support.fhir import base
-from tests.support.http_files import FileServer, file_server
-
-
-@pytest.fixture(scope="module")
-def files() -> Iterator[FileServer]:
-    """Serve test files over HTTP on 127.0.0.1."""
-    with file_server() as server:
-        yield server
+from tests.support.http_files import FileServer
 
 
 @pytest.fixture
@@ -173,6 +165,7 @@ def test_a_missing_file_or_a_changed_etag_fails_the_job_with_a_clear_operation_o
     gone = api.finish(api.post(f"{base(partition)}/$import", request(missing)).headers["Content-Location"])
     stale = api.finish(api.post(f"{base(partition)}/$import", changed).headers["Content-Location"])
     # Then the jobs failed, saying which file and why
-    assert gone.status_code == 400 and "does not exist" in gone.get_json()["issue"][0]["diagnostics"]
+    assert gone.status_code == 400
+    assert gone.get_json()["issue"][0]["diagnostics"] == "input 0 could not be read: not found"
     assert stale.status_code == 409 and "changed" in stale.get_json()["issue"][0]["diagnostics"]
     assert api.client.get(f"{base(partition)}/Patient/p0").status_code == 404

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy import text
 
-from core.errors import Forbidden, InvalidRequest
+from core.errors import InputUnreadable, InvalidRequest
 from core.importspec import parse_import
 from core.jobs import ANONYMOUS, PermanentJobError
 from core.settings import Settings
@@ -19,17 +18,10 @@ from orchestrator import service
 from orchestrator.import_ import finish_import, plan_import, prepare_import
 from storage import Database
 from storage.objectstore import S3ObjectStore
-from tests.support.http_files import FileServer, file_server
+from tests.support.http_files import FileServer
 from tests.support.jobinproc import RecordingSender
 from tests.support.run_inline import run_inline
 from workers.import_ import process_import
-
-
-@pytest.fixture(scope="module")
-def files() -> Iterator[FileServer]:
-    """Serve test files over HTTP on 127.0.0.1."""
-    with file_server() as server:
-        yield server
 
 
 @pytest.fixture
@@ -214,7 +206,7 @@ def test_a_missing_file_and_a_changed_etag_fail_the_import_before_anything_is_st
     changed = body(url)
     changed["parameter"][1]["part"].append({"name": "etag", "valueString": '"not-the-etag"'})
     # When each is imported / Then planning fails with the reason, and nothing is stored
-    with pytest.raises(InvalidRequest, match="does not exist"):
+    with pytest.raises(InvalidRequest, match=r"^input 0 could not be read: not found$"):
         run(s3_app_settings, database, object_store, partition, body(missing))
     with pytest.raises(PermanentJobError, match="changed"):
         run(s3_app_settings, database, object_store, partition, changed)
@@ -260,7 +252,7 @@ def test_an_input_under_another_partitions_prefix_in_bulkheads_bucket_is_refused
     key = f"bulkhead/{other_partition}/job/Patient-1.ndjson"
     object_store.put_bytes(key, ndjson(patients(2, "Secret")))
     # When this partition names it as an input / Then it is refused, and nothing is stored
-    with pytest.raises(Forbidden):
+    with pytest.raises(InputUnreadable, match=r"^input 0 could not be read: not allowed$"):
         run(s3_app_settings, database, object_store, partition, body(f"s3://{object_store.bucket}/{key}"))
     assert stored(database, partition) == []
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -14,7 +13,7 @@ from storage import Database
 from storage.objectstore import S3ObjectStore
 from tests.support.bulkapi import PUBLIC, BulkApi, bulk_api
 from tests.support.fhir import base
-from tests.support.http_files import FileServer, file_server
+from tests.support.http_files import FileServer
 
 BIRTH_PLACE = {
     "resourceType": "SearchParameter",
@@ -28,13 +27,6 @@ BIRTH_PLACE = {
     "type": "string",
     "expression": "Patient.address.city",
 }
-
-
-@pytest.fixture(scope="module")
-def files() -> Iterator[FileServer]:
-    """Serve test files over HTTP on 127.0.0.1."""
-    with file_server() as server:
-        yield server
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ class FileServer:
         self.headers: dict[str, dict[str, str]] = {}
         self.ranges = True
         self.requests: list[tuple[str, str, str | None]] = []
+        self.redirects: dict[str, str] = {}
+        self.authorizations: list[str | None] = []
 
     @property
     def base_url(self) -> str:
@@ -29,6 +31,11 @@ class FileServer:
         """Serve ``data`` at ``path``; return its URL."""
         self.files[path] = data
         self.headers[path] = headers
+        return self.base_url + path
+
+    def redirect(self, path: str, location: str) -> str:
+        """Answer ``path`` with a 302 to ``location``; return its URL."""
+        self.redirects[path] = location
         return self.base_url + path
 
     def etag(self, path: str) -> str:
@@ -43,13 +50,22 @@ def _handler(files: FileServer) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, body: bool) -> None:
             files.requests.append((self.command, self.path, self.headers.get("Range")))
-            data = files.files.get(self.path)
+            files.authorizations.append(self.headers.get("Authorization"))
+            path = self.path.split("?", 1)[0]  # files are found by path; a query string is sent along
+            location = files.redirects.get(path)
+            if location is not None:
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            data = files.files.get(path)
             if data is None:
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            etag = files.etag(self.path)
+            etag = files.etag(path)
             wanted = self.headers.get("If-Match")
             if wanted and wanted.strip('"') != etag:
                 self.send_response(412)
@@ -76,7 +92,7 @@ def _handler(files: FileServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Accept-Ranges", "bytes" if files.ranges else "none")
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{start + len(chunk) - 1}/{len(data)}")
-            for name, value in files.headers.get(self.path, {}).items():
+            for name, value in files.headers.get(path, {}).items():
                 self.send_header(name.replace("_", "-"), value)
             self.end_headers()
             if body:
