@@ -253,6 +253,7 @@ def test_configured_redis_and_s3_are_used_instead_of_embedded_ones(
         "secrets",
     ]
     assert sorted(p.name for p in (data_dir / "secrets").iterdir()) == [
+        "import-key",
         "postgres",
         "postgres-bulkhead_admin",
         "postgres-bulkhead_app",

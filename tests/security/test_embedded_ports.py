@@ -258,6 +258,7 @@ def test_the_credentials_are_kept_in_files_only_their_owner_can_read(embedded: E
     directories = [data_dir / SECRETS_DIR, data_dir / "s3", data_dir / "s3" / "tls", data_dir / "redis"]
     # Then every file is 0600 and every directory 0700
     assert {f.name for f in (data_dir / SECRETS_DIR).iterdir()} == {
+        "import-key",
         "postgres",
         "postgres-bulkhead_admin",
         "postgres-bulkhead_app",
@@ -268,7 +269,7 @@ def test_the_credentials_are_kept_in_files_only_their_owner_can_read(embedded: E
     assert _mode(data_dir / "postgres") == 0o700
     # And the passwords are long, distinct, and the Redis one is not in its configuration
     passwords = [f.read_text().strip() for f in (data_dir / SECRETS_DIR).iterdir()]
-    assert len(set(passwords)) == 4 and min(map(len, passwords)) >= 32
+    assert len(set(passwords)) == 5 and min(map(len, passwords)) >= 32
     redis_password = (data_dir / SECRETS_DIR / "redis").read_text().strip()
     assert redis_password not in (data_dir / "redis" / "redis.conf").read_text()
 
