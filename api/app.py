@@ -12,8 +12,8 @@ from werkzeug.exceptions import NotFound as UnknownPath
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BaseConverter
 
-from api.errors import register_error_handlers
-from api.http import negotiate_format
+from api.errors import register_error_handlers, unknown_operation
+from api.http import negotiate_format, pretty_print
 from core.errors import InvalidRequest, NotFound
 from core.fhirtypes import resource_types
 from core.partition import DEFAULT_PARTITION, validate_partition_name
@@ -37,6 +37,8 @@ class ResourceIdConverter(BaseConverter):
     """A FHIR id (1-64 of A-Z a-z 0-9 - .); anything else is a 400 before it reaches a query."""
 
     def to_python(self, value: str) -> str:
+        if value.startswith("$"):
+            raise unknown_operation(value)
         if not ID_PATTERN.fullmatch(value):
             raise BadRequest(f"Invalid resource id {value[:80]!r}: use 1-64 of A-Z a-z 0-9 - .")
         return value
@@ -127,6 +129,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.url_value_preprocessor(_check_partition)
     app.before_request(refuse_control_characters)
     app.before_request(negotiate_format)
+    app.after_request(pretty_print)
     register_error_handlers(app)
     from api.security.install import install_security
 

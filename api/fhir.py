@@ -15,6 +15,7 @@ from api.http import (
     fhir_response,
     if_match_version,
     json_body,
+    not_modified,
     prefer_return,
     resource_response,
     version_headers,
@@ -71,7 +72,7 @@ def read(partition: str, rtype: str, rid: str) -> Response:
     """Return the current version of a resource."""
     stored = service.read(db(), partition, rtype, rid)
     assert stored.raw is not None
-    return fhir_response(stored.raw, 200, version_headers(stored))
+    return not_modified(stored) or fhir_response(stored.raw, 200, version_headers(stored))
 
 
 @bp.get(f"/{RTYPE}/{RID}/_history/<vid:vid>")
@@ -79,14 +80,17 @@ def vread(partition: str, rtype: str, rid: str, vid: int) -> Response:
     """Return one version of a resource."""
     stored = service.vread(db(), partition, rtype, rid, vid)
     assert stored.raw is not None
-    return fhir_response(stored.raw, 200, version_headers(stored))
+    return not_modified(stored) or fhir_response(stored.raw, 200, version_headers(stored))
 
 
 @bp.put(f"/{RTYPE}/{RID}")
 def update(partition: str, rtype: str, rid: str) -> Response:
     """Update a resource, or create it with the client's id."""
     raw, resource = json_body()
-    result = service.update(db(), partition, rtype, rid, raw, resource, if_match=if_match_version())
+    keep = current_app.config["BULKHEAD_SETTINGS"].update_keep_identical
+    result = service.update(
+        db(), partition, rtype, rid, raw, resource, if_match=if_match_version(), keep_identical=keep
+    )
     return resource_response(
         result.stored, 201 if result.created else 200, partition, location=result.created
     )
@@ -105,7 +109,15 @@ def conditional_update(partition: str, rtype: str) -> Response:
     raw, resource = json_body()
     query = _criteria()
     result = conditional.conditional_update(
-        db(), partition, rtype, raw, resource, query, base=base_url(partition), if_match=if_match_version()
+        db(),
+        partition,
+        rtype,
+        raw,
+        resource,
+        query,
+        base=base_url(partition),
+        if_match=if_match_version(),
+        keep_identical=current_app.config["BULKHEAD_SETTINGS"].update_keep_identical,
     )
     return resource_response(
         result.stored, 201 if result.created else 200, partition, location=result.created

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 from flask import Response, current_app, request
 from werkzeug.exceptions import NotAcceptable
 
 from core.errors import InvalidRequest, Issue, PreconditionFailed, UnsupportedMediaType
-from core.fhirjson import dumps, parse_object
+from core.fhirjson import dumps, parse_object, pretty
 from core.partition import DEFAULT_PARTITION
-from core.urlvalues import etag_digits, version_number
+from core.urlvalues import etag_digits, etag_version, version_number
 from storage import StoredVersion
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -40,17 +40,47 @@ def server_roots() -> tuple[str, ...]:
     return tuple(dict.fromkeys(roots))
 
 
+#: The FHIR versions this server speaks, as the ``fhirVersion`` MIME parameter spells them (R4).
+_FHIR_VERSIONS = frozenset({"4.0", "4.0.0", "4.0.1"})
+
+
+def _params(value: str) -> tuple[str, dict[str, str]]:
+    """Split one media type into its lower-cased type and parameters (names lower-cased)."""
+    kind, *rest = value.split(";")
+    params = {}
+    for item in rest:
+        name, _, val = item.partition("=")
+        params[name.strip().lower()] = val.strip().strip('"')
+    return kind.strip().lower(), params
+
+
 def json_body() -> tuple[bytes, dict[str, Any]]:
-    """Return the request body as raw bytes and parsed object, after checking its content type."""
+    """Return the request body as raw bytes and parsed object, after checking its content type (and its
+    ``fhirVersion``, which must be R4's when given)."""
     mimetype = request.mimetype
     if mimetype not in _JSON_TYPES:
         raise UnsupportedMediaType(
             f"Content-Type {mimetype or '(none)'!r} is not supported; send application/fhir+json"
         )
+    version = _params(request.headers.get("Content-Type", ""))[1].get("fhirversion")
+    if version is not None and version not in _FHIR_VERSIONS:
+        raise UnsupportedMediaType(
+            f"Content-Type names fhirVersion={version}; this server speaks FHIR R4 (fhirVersion=4.0)"
+        )
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise InvalidRequest("The request body is empty")
     return raw, parse_object(raw)
+
+
+def pretty_print(response: Response) -> Response:
+    """Indent a JSON answer for people when the request says ``_pretty=true`` (white space only)."""
+    if request.args.get("_pretty", "").lower() != "true":
+        return response
+    if response.mimetype not in _JSON_TYPES or response.is_streamed or response.direct_passthrough:
+        return response
+    response.set_data(pretty(response.get_data()))
+    return response
 
 
 def negotiate_format() -> None:
@@ -64,12 +94,20 @@ def negotiate_format() -> None:
             raise NotAcceptable(f"_format={fmt!r} is not supported; this server speaks application/fhir+json")
         return
     header = request.headers.get("Accept", "").strip()
-    offered = request.accept_mimetypes
-    wanted = {value.split(";")[0].strip().lower() for value, quality in offered if quality > 0}
-    if header and not wanted & (_JSON_TYPES | {"*/*", "application/*"}):
+    if not header:
+        return
+    usable = False
+    for item in header.split(","):
+        kind, params = _params(item)
+        if params.get("q", "1").strip() in {"0", "0.0", "0.00", "0.000"}:
+            continue
+        version = params.get("fhirversion")
+        if kind in _JSON_TYPES | {"*/*", "application/*"} and (version is None or version in _FHIR_VERSIONS):
+            usable = True
+    if not usable:
         raise NotAcceptable(
             f"Accept {request.headers['Accept']!r} names no format this server speaks; "
-            "ask for application/fhir+json or application/json"
+            "ask for application/fhir+json or application/json (FHIR R4, fhirVersion=4.0)"
         )
 
 
@@ -102,6 +140,31 @@ def version_headers(stored: StoredVersion) -> dict[str, str]:
         "ETag": f'W/"{stored.version}"',
         "Last-Modified": format_datetime(stored.last_updated.astimezone(UTC), usegmt=True),
     }
+
+
+def not_modified(stored: StoredVersion) -> Response | None:
+    """Return a 304 when the request's ``If-None-Match`` or ``If-Modified-Since`` says the client holds
+    ``stored`` already (RFC 9110: If-None-Match decides when present; an unreadable date is ignored)."""
+    headers = version_headers(stored)
+    tags = request.headers.get("If-None-Match")
+    if tags is not None:
+        held = {tag.strip() for tag in tags.split(",")}
+        if "*" in held or any(etag_version(tag) == stored.version for tag in held):
+            return Response(status=304, headers=headers)
+        return None
+    since = request.headers.get("If-Modified-Since")
+    if since is None:
+        return None
+    try:
+        when = parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    # Last-Modified is written in whole seconds; compare at that precision.
+    if stored.last_updated.replace(microsecond=0) <= when:
+        return Response(status=304, headers=headers)
+    return None
 
 
 def fhir_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

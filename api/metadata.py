@@ -107,6 +107,7 @@ def capability_statement(partition: str) -> dict[str, Any]:
                 "readHistory": True,
                 "updateCreate": True,
                 "conditionalCreate": True,
+                "conditionalRead": "full-support",
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
                 "searchParam": _search_params(rtype, registry),

@@ -158,7 +158,13 @@ def _run(uow: UnitOfWork, entry: Entry, base: str) -> Result:
     if entry.method == "PUT":
         assert entry.rid is not None and entry.raw is not None and entry.resource is not None
         written = service.update_in(
-            uow, entry.rtype, entry.rid, entry.raw, entry.resource, if_match=entry.if_match
+            uow,
+            entry.rtype,
+            entry.rid,
+            entry.raw,
+            entry.resource,
+            if_match=entry.if_match,
+            keep_identical=current_app.config["BULKHEAD_SETTINGS"].update_keep_identical,
         )
         return Result(201 if written.created else 200, stored=written.stored, created=written.created)
     return _read(uow, entry, base)

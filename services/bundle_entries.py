@@ -293,8 +293,52 @@ def references(raw: bytes) -> list[str]:
     return [orjson.loads(b'"' + m.group(2) + b'"') for m in _REFERENCE.finditer(raw)]
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_LINK = re.compile(r"""\b(href|src)(\s*=\s*)(["'])(.*?)\3""", re.IGNORECASE | re.DOTALL)
+
+
+# Strings that may spell a fullUrl without linking to the entry: an Identifier's or ContactPoint's value.
+_NOT_LINKS = frozenset({b"value"})
+
+
+def _member_name(raw: bytes, start: int) -> bytes | None:
+    """Return the member name a JSON string value at ``start`` belongs to (None for an array item)."""
+    before = raw[:start].rstrip()
+    if not before.endswith(b":"):
+        return None
+    key_end = before[:-1].rstrip()
+    key_start = key_end.rfind(b'"', 0, len(key_end) - 1)
+    return key_end[key_start + 1 : -1] if key_start >= 0 else None
+
+
+def _rewrite_links(raw: bytes, urls: dict[str, str]) -> bytes:
+    """Replace every JSON string that is one of ``urls`` (uri, url, oid and uuid elements) and every
+    ``href``/``src`` naming one in a narrative's XHTML."""
+
+    def swap_link(m: re.Match[str]) -> str:
+        target = urls.get(m.group(4))
+        return m.group(0) if target is None else f"{m.group(1)}{m.group(2)}{m.group(3)}{target}{m.group(3)}"
+
+    def swap(m: re.Match[bytes]) -> bytes:
+        value = orjson.loads(m.group(0))
+        target = urls.get(value)
+        if target is not None:
+            return m.group(0) if _member_name(raw, m.start()) in _NOT_LINKS else orjson.dumps(target)
+        if "<" in value and ("href" in value or "src" in value):
+            changed = _LINK.sub(swap_link, value)
+            if changed != value:
+                return orjson.dumps(changed)
+        return m.group(0)
+
+    return _STRING.sub(swap, raw)
+
+
 def rewrite_references(raw: bytes, mapping: dict[str, str]) -> bytes:
-    """Return ``raw`` with each ``"reference": "<fullUrl>"`` of ``mapping`` replaced by ``Type/id``."""
+    """Return ``raw`` with each fullUrl of ``mapping`` replaced by the ``Type/id`` it was stored under.
+
+    References (``"reference": ...``) take every key of ``mapping``. Any other string equal to a fullUrl
+    that is a URL or a ``urn:`` placeholder (elements of type uri, url, oid, uuid), and ``<a href>`` and
+    ``<img src>`` in narrative naming one, are rewritten too, as R4's transaction rules ask."""
     if not mapping:
         return raw
 
@@ -305,7 +349,9 @@ def rewrite_references(raw: bytes, mapping: dict[str, str]) -> bytes:
             return m.group(0)
         return m.group(1) + orjson.dumps(target)[1:-1] + m.group(3)
 
-    return _REFERENCE.sub(swap, raw)
+    raw = _REFERENCE.sub(swap, raw)
+    urls = {key: target for key, target in mapping.items() if ":" in key and key.encode() in raw}
+    return _rewrite_links(raw, urls) if urls else raw
 
 
 def refuse_foreign_references(raw: bytes, bases: Bases) -> None:

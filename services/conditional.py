@@ -106,10 +106,13 @@ def conditional_update_in(
     *,
     base: str | None = None,
     if_match: int | None = None,
+    keep_identical: bool = False,
 ) -> service.WriteResult:
     """Update the one resource ``query`` matches, or create one when none does (412 when several do)."""
     rid = conditional_update_target(uow, rtype, resource, query, base=base)
-    return service.update_in(uow, rtype, rid, raw, {**resource, "id": rid}, if_match=if_match)
+    return service.update_in(
+        uow, rtype, rid, raw, {**resource, "id": rid}, if_match=if_match, keep_identical=keep_identical
+    )
 
 
 def conditional_delete_in(
@@ -167,13 +170,16 @@ def conditional_update(
     *,
     base: str | None = None,
     if_match: int | None = None,
+    keep_identical: bool = False,
 ) -> service.WriteResult:
     """Conditionally update in the partition, in a unit of work of its own."""
     return _own_unit_of_work(
         db,
         partition,
         rtype,
-        lambda uow: conditional_update_in(uow, rtype, raw, resource, query, base=base, if_match=if_match),
+        lambda uow: conditional_update_in(
+            uow, rtype, raw, resource, query, base=base, if_match=if_match, keep_identical=keep_identical
+        ),
     )
 
 

@@ -17,7 +17,15 @@ from core.fhirtypes import resource_types
 from services.bundle_entries import Bases, read_bundle
 from services.bundle_requests import entry_request, parse_entry_searches
 from services.read_bulk import JOB_KINDS, bulk_edit, export, job, read_import, reindex
-from services.request_parts import Reader, Registry, RequestParts, criteria, json_object, typed
+from services.request_parts import (
+    Reader,
+    Registry,
+    RequestParts,
+    criteria,
+    json_object,
+    refuse_unknown_params,
+    typed,
+)
 from services.requests import BundleRequest, FhirRequest, Interaction, Need
 from storage.search import SearchQuery, parse_search, query_pairs
 
@@ -77,6 +85,9 @@ def _instance(interaction: Interaction) -> Reader:
 
 def _create(parts: RequestParts, registry: Registry) -> FhirRequest:
     rtype = str(parts.view_args["rtype"])
+    # A create has no query: a condition goes in If-None-Exist (a client sending one in the URL would
+    # otherwise create a duplicate where it meant a conditional create).
+    refuse_unknown_params(parts, frozenset(), f"POST {rtype} (create; a condition goes in If-None-Exist)")
     condition = parts.header("If-None-Exist")
     query = None
     if condition is not None:
@@ -93,10 +104,14 @@ def _conditional(interaction: Interaction) -> Reader:
     return read
 
 
+_HISTORY_PARAMS = frozenset({"_count", "_since", "_at", "_offset", "_summary"})
+
+
 def _history(interaction: Interaction) -> Reader:
     def read(parts: RequestParts, _registry: Registry) -> FhirRequest:
         rtype = parts.view_args.get("rtype")
         rid = parts.view_args.get("rid")
+        refuse_unknown_params(parts, _HISTORY_PARAMS, "_history")
         return typed(
             parts,
             interaction,

@@ -57,6 +57,22 @@ def typed(parts: RequestParts, interaction: Interaction, **fields: Any) -> FhirR
     return FhirRequest(interaction, parts.partition, parts.method, **fields)
 
 
+#: Parameters every FHIR interaction takes (how the answer is written).
+FORMAT_PARAMS = frozenset({"_format", "_pretty"})
+
+
+def refuse_unknown_params(parts: RequestParts, allowed: frozenset[str], what: str) -> None:
+    """Refuse (400) query parameters ``what`` does not take, unless the client asked for leniency."""
+    if parts.lenient:
+        return
+    unknown = sorted({name for name, _ in parts.args if name not in allowed | FORMAT_PARAMS})
+    if unknown:
+        raise InvalidRequest(
+            f"{what} takes no parameter {', '.join(repr(n) for n in unknown)}"
+            + (f" (it takes {', '.join(sorted(allowed))})" if allowed else "")
+        )
+
+
 def json_object(parts: RequestParts) -> dict[str, Any]:
     """Return the JSON body (415 for another content type, 400 for no or malformed JSON)."""
     if parts.mimetype not in _JSON_TYPES:

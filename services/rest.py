@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed, Unprocessable
 from core.fhirdates import format_instant
-from core.fhirjson import dump_with, parse_object
+from core.fhirjson import dump_with, parse_object, same_content
 from core.fhirpatch import patched_bytes
 from core.fhirtypes import require_type
 from core.validation import validate_id, validate_resource
@@ -67,8 +67,12 @@ def update_in(
     *,
     if_match: int | None = None,
     prepared: PreparedIndex | None = None,
+    keep_identical: bool = False,
 ) -> WriteResult:
-    """Update (or create with the client's id) a resource inside an open unit of work."""
+    """Update (or create with the client's id) a resource inside an open unit of work.
+
+    An update that says exactly what the current version says stores nothing and answers with the current
+    version, unless ``keep_identical`` (the operator's ``BULKHEAD_UPDATE_KEEP_IDENTICAL``)."""
     validate_id(rid)
     body_id = resource.get("id")
     if body_id is None:
@@ -84,6 +88,14 @@ def update_in(
         raise PreconditionFailed(
             f"If-Match asked for version {if_match} but the current version is {current_version or 'none'}"
         )
+    if (
+        not keep_identical
+        and previous is not None
+        and not previous.deleted
+        and previous.raw is not None
+        and same_content(previous.raw, raw)
+    ):
+        return WriteResult(previous, False)
     stored = uow.resources.write(
         rtype, rid, _render(raw, resource, rid), previous=previous, prepared=prepared
     )
@@ -211,6 +223,7 @@ def update(
     resource: dict[str, Any],
     *,
     if_match: int | None = None,
+    keep_identical: bool = False,
 ) -> WriteResult:
     """Update a resource, or create it with the client's id (index rows extracted before the transaction)."""
     require_type(rtype)
@@ -218,7 +231,16 @@ def update(
     def write() -> WriteResult:
         prepared = prepare_index(db, partition, rtype, {**resource, "id": rid})
         with db.unit_of_work(partition) as uow:
-            result = update_in(uow, rtype, rid, raw, resource, if_match=if_match, prepared=prepared)
+            result = update_in(
+                uow,
+                rtype,
+                rid,
+                raw,
+                resource,
+                if_match=if_match,
+                prepared=prepared,
+                keep_identical=keep_identical,
+            )
             uow.commit()
         return result
 

@@ -198,6 +198,15 @@ def test_the_xds_transaction_example_rewrites_references_to_absolute_full_urls(
     assert subject.startswith("Patient/") and "localhost" not in subject
     assert client.get(f"{base(partition)}/{subject}").status_code == 200
     assert "localhost:9556" not in json.dumps(document.get("author", []))
+    # And links outside Reference elements too (R4 transaction rules; IHE MHD depends on them): the
+    # attachment's url and the narrative's <a href> name the stored Binary
+    binary = entries[4]["response"]["location"].split("/_history/")[0].rsplit("/", 2)
+    stored_binary = f"{binary[-2]}/{binary[-1]}"
+    read = client.get(f"{base(partition)}/{document['resourceType']}/{document['id']}").get_json(force=True)
+    assert read["content"][0]["attachment"]["url"] == stored_binary
+    assert f'href="{stored_binary}"' in read["text"]["div"]
+    assert "localhost:9556" not in json.dumps(read)
+    assert client.get(f"{base(partition)}/{stored_binary}").status_code == 200
 
 
 def test_the_kitchen_sink_transaction_example_is_refused_cleanly_and_stores_nothing(

@@ -386,10 +386,14 @@ def test_transactions_updating_the_same_resources_in_opposite_orders_all_succeed
         put(client, f"{base(partition)}/Patient/{rid}", {"resourceType": "Patient", "id": rid})
 
     def updates(order: tuple[str, str], n: int) -> dict[str, Any]:
+        gender = "male" if order[0] == "a" else "female"
         return bundle(
             *[
                 entry(
-                    "PUT", f"Patient/{rid}", {"resourceType": "Patient", "id": rid, "birthDate": f"19{n:02d}"}
+                    "PUT",
+                    f"Patient/{rid}",
+                    # Each transaction's content its own (an identical update would store no version).
+                    {"resourceType": "Patient", "id": rid, "birthDate": f"19{n:02d}", "gender": gender},
                 )
                 for rid in order
             ]
@@ -476,3 +480,35 @@ def test_versions_and_etags_no_version_column_can_hold_are_404_and_412_inside_ba
         "200"
     )
     assert stored_state(client, partition) == before
+
+
+def test_a_transaction_rewrites_placeholders_in_uri_elements_and_narrative_but_not_in_identifiers(
+    client: FlaskClient, partition: str
+) -> None:
+    placeholder = "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0"
+    document = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": placeholder},
+        "content": [{"attachment": {"contentType": "text/plain", "url": placeholder}}],
+        "text": {
+            "status": "generated",
+            "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><a href="{placeholder}">the text</a></div>',
+        },
+    }
+    binary = {"resourceType": "Binary", "contentType": "text/plain", "data": "aGVsbG8="}
+    sent = bundle(
+        entry(
+            "POST", "DocumentReference", document, full_url="urn:uuid:9b3c1c1e-0d7e-4f57-9d0c-1b0f9f6c2a11"
+        ),
+        entry("POST", "Binary", binary, full_url=placeholder),
+    )
+    answer = post(client, root(partition), sent)
+    assert answer.status_code == 200, answer.data[:500]
+    entries = answer.get_json(force=True)["entry"]
+    binary_id = entries[1]["response"]["location"].split("/")[-3]
+    stored = client.get(entries[0]["response"]["location"].split("/_history/")[0]).get_json(force=True)
+    assert stored["content"][0]["attachment"]["url"] == f"Binary/{binary_id}"
+    assert f'href="Binary/{binary_id}"' in stored["text"]["div"]
+    # An identifier that happens to spell the placeholder is the document's id, not a link.
+    assert stored["masterIdentifier"]["value"] == placeholder
