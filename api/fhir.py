@@ -27,6 +27,7 @@ from core.outcome import operation_outcome
 from core.urlvalues import bounded_int, capped_int
 from services import conditional
 from services import rest as service
+from services.everything import everything_bundle
 from services.patching import patch_from_body
 from storage import Database, StoredVersion
 from storage.search import SearchQuery
@@ -249,3 +250,24 @@ def type_history(partition: str, rtype: str) -> Response:
 def system_history(partition: str) -> Response:
     """Return the versions of every resource in the partition."""
     return _history(partition, None, None)
+
+
+@bp.route(f"/Patient/{RID}/$everything", methods=["GET", "POST"])
+def everything_patient(partition: str, rid: str) -> Response:
+    """Return one page of a patient's compartment (R4 ``Patient/[id]/$everything``)."""
+    del rid  # read into the typed request
+    return _everything(partition)
+
+
+@bp.route("/Patient/$everything", methods=["GET", "POST"])
+def everything_patients(partition: str) -> Response:
+    """Return one page of every patient's compartment in the partition (R4 ``Patient/$everything``)."""
+    return _everything(partition)
+
+
+def _everything(partition: str) -> Response:
+    spec = current_request().everything
+    assert spec is not None
+    with db().unit_of_work(partition) as uow:
+        body = everything_bundle(uow, spec, base_url(partition))
+    return fhir_response(body)

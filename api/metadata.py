@@ -26,6 +26,10 @@ BULK_OPERATIONS = [
     {"name": "bulk-update", "definition": _OPS + "bulk-update"},
     {"name": "bulk-delete", "definition": _OPS + "bulk-delete"},
 ]
+EVERYTHING = {
+    "name": "everything",
+    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+}
 INTERACTIONS = [
     "read",
     "vread",
@@ -111,6 +115,7 @@ def capability_statement(partition: str) -> dict[str, Any]:
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
                 "searchParam": _search_params(rtype, registry),
+                **({"operation": [EVERYTHING]} if rtype == "Patient" else {}),
             }
         )
     return {

@@ -29,11 +29,6 @@ class Sealer:
             digest = hashlib.sha256(_CONTEXT + key.encode("utf-8")).digest()
             self._fernet = Fernet(base64.urlsafe_b64encode(digest))
 
-    @property
-    def available(self) -> bool:
-        """Return True when this server can keep secrets."""
-        return self._fernet is not None
-
     def seal(self, secret: str) -> str:
         """Return ``secret`` sealed; raise InvalidRequest when this server has no key."""
         if self._fernet is None:

@@ -74,7 +74,6 @@ class Definitions:
     types: dict[str, TypeDef]
     resources: frozenset[str]
     r4b_differing: frozenset[str]
-    r4b_details: tuple[str, ...]
 
 
 @cache
@@ -95,7 +94,6 @@ def definitions() -> Definitions:
         types=types,
         resources=frozenset(data["resources"]),
         r4b_differing=frozenset(data["r4b"]["differing"]),
-        r4b_details=tuple(data["r4b"]["details"]),
     )
 
 

@@ -100,7 +100,7 @@ class Settings:
     rate_limit_per_second: float = 0.0
     rate_limit_burst: int = 0
     partition_config_ttl_seconds: float = 5.0
-    # Import, reindex, bulk update and bulk delete (see docs/import.md).
+    # Import, reindex, bulk update and bulk delete (see docs/bulk-operations.md).
     import_range_bytes: int = 64 * 1024 * 1024
     import_batch_size: int = 5000
     import_max_line_bytes: int = 64 * 1024 * 1024

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from core.fhirtypes import resource_types
 from core.jobs import JobInfo
 from core.settings import Settings
 from orchestrator.registry import register_planner
 from storage import Database
-from storage.bulkedit import check_query, ledger_counts, live_ranges
+from storage.bulkedit import ledger_counts, live_ranges
 from storage.objectstore import ObjectStore, object_store_from_settings
 
 log = logging.getLogger(__name__)
@@ -112,17 +111,6 @@ def finish_bulk_edit(ctx: PlanContext, job: Any, parts: list[Any]) -> dict[str, 
         if purged:
             result["versionsPurged"] = purged
     return result
-
-
-def check_search(database: Database, partition: str, types: list[str], query: list[tuple[str, str]]) -> None:
-    """Refuse (InvalidRequest) a search that is not valid for each type it applies to, in this partition.
-
-    With no type named, criteria must be valid for every resource type.
-    """
-    if not query:
-        return
-    with database.unit_of_work(partition) as uow:
-        check_query(uow, types or sorted(resource_types()), query)
 
 
 def committed_counts(database: Database, job: JobInfo) -> dict[str, int]:

@@ -83,11 +83,6 @@ def planner_for(kind: str) -> Planner | None:
     return _PLANNERS.get(kind)
 
 
-def registered_planners() -> list[Planner]:
-    """Return every registered planner."""
-    return list(_PLANNERS.values())
-
-
 def load_planner_modules(extra: Iterable[str] = ()) -> list[str]:
     """Import the built-in planner modules and ``extra`` ones (each registers itself); return their names."""
     names = [*BUILTIN_PLANNER_MODULES, *(m.strip() for m in extra if m.strip())]

@@ -16,6 +16,7 @@ from core.exportspec import GROUP, PATIENT, SYSTEM
 from core.fhirtypes import resource_types
 from services.bundle_entries import Bases, read_bundle
 from services.bundle_requests import entry_request, parse_entry_searches
+from services.everything import read_everything
 from services.read_bulk import JOB_KINDS, bulk_edit, export, job, read_import, reindex
 from services.request_parts import (
     Reader,
@@ -156,6 +157,8 @@ READERS: dict[str, Reader] = {
     "fhir.instance_history": _history(Interaction.HISTORY_INSTANCE),
     "fhir.type_history": _history(Interaction.HISTORY_TYPE),
     "fhir.system_history": _history(Interaction.HISTORY_SYSTEM),
+    "fhir.everything_patient": read_everything,
+    "fhir.everything_patients": read_everything,
     "transactions.batch_or_transaction": _bundle,
     "transactions.other_methods_on_the_base": _plain(Interaction.NOT_ALLOWED),
     "bulk_export.export_system": export(SYSTEM),
@@ -217,7 +220,12 @@ _ROUTE_LETTERS = {
     "bulk_ops.bulk_update_type": "us",
     "bulk_ops.bulk_delete_type": "ds",
 }
-_ROUTE_TYPES = {"bulk_export.export_patients": "Patient", "bulk_export.export_group": "Group"}
+_ROUTE_TYPES = {
+    "bulk_export.export_patients": "Patient",
+    "bulk_export.export_group": "Group",
+    "fhir.everything_patient": "Patient",
+    "fhir.everything_patients": "Patient",
+}
 
 
 def route_needs(endpoint: str, view_args: Mapping[str, Any]) -> tuple[Need, ...]:

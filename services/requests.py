@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -48,6 +49,7 @@ class Interaction(StrEnum):
     REINDEX = "reindex"
     BULK_UPDATE = "bulk-update"
     BULK_DELETE = "bulk-delete"
+    EVERYTHING = "everything"
     JOB_STATUS = "job-status"
     JOB_CANCEL = "job-cancel"
     JOB_FILE = "job-file"
@@ -87,6 +89,21 @@ class BulkEdit:
 
 
 @dataclass(frozen=True)
+class Everything:
+    """A ``Patient/$everything``: whose compartment (one patient, or every one), which types, and the
+    ``_since``, ``start``/``end`` (care dates) and paging it was asked with."""
+
+    patient_id: str | None
+    types: tuple[str, ...]
+    since: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    count: int = 50
+    after: int = 0
+    pairs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class BundleRequest:
     """A batch or transaction as it was read: its kind, its entries (targets, bytes, parsed searches) and
     the bases its absolute URLs were resolved against."""
@@ -112,6 +129,7 @@ class FhirRequest:
     import_spec: ImportSpec | None = None
     reindex_types: tuple[str, ...] = ()
     bulk_edit: BulkEdit | None = None
+    everything: Everything | None = None
     job: JobTarget | None = None
     bundle: BundleRequest | None = None
     entries: tuple[FhirRequest, ...] = ()
@@ -219,6 +237,10 @@ def _needs(req: FhirRequest) -> list[Need]:
         return [need for entry in req.entries for need in needs_of(entry)]
     if kind == Interaction.EXPORT:
         return _export_needs(req)
+    if kind == Interaction.EVERYTHING:
+        # Read on every type the answer may hold: a token without one narrows the request with _type.
+        assert req.everything is not None
+        return [Need("r", "Patient"), *(Need("r", t) for t in req.everything.types)]
     if kind == Interaction.IMPORT:
         assert req.import_spec is not None
         types = [i.type or EVERY_TYPE for i in req.import_spec.inputs] or [EVERY_TYPE]
@@ -244,6 +266,7 @@ __all__ = [
     "EVERY_TYPE",
     "BulkEdit",
     "BundleRequest",
+    "Everything",
     "FhirRequest",
     "Interaction",
     "JobTarget",

@@ -61,17 +61,6 @@ class SigningKey:
         return {**jwk, "kid": self.kid, "alg": self.algorithm, "use": "sig"}
 
 
-def generate_signing_key(path: Path) -> None:
-    """Write a new EC P-256 private key in PEM to ``path`` (readable by its owner only)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.write_bytes(pem)
-
-
 def _key_fits(key: Any, alg: str) -> bool:
     family = ASYMMETRIC.get(alg)
     if family == "RSA":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any, Protocol, cast
 
 from core.exportspec import ExportSpec
@@ -213,11 +212,6 @@ def process_export(ctx: ExportContext, job: Any) -> dict[str, Any]:
                 entry["encoding"] = GZIP
     result["seconds"] = round(time.monotonic() - started, 3)
     return result
-
-
-def snapshot_of(definition: dict[str, Any]) -> datetime:
-    """Return the snapshot instant of an export definition."""
-    return parse_instant(definition["transaction_time"])
 
 
 register_processor(KIND, process_export)

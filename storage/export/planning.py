@@ -51,11 +51,6 @@ def wait_for_writers(uow: UnitOfWork, timeout: float) -> bool:
     return True
 
 
-def high_water_mark(uow: UnitOfWork) -> int:
-    """Return the largest surrogate id committed so far (every row of the snapshot is at or below it)."""
-    return int(uow.session.scalar(select(func.coalesce(func.max(ResourceRow.surrogate_id), 0))) or 0)
-
-
 _BOUNDS = text(
     "SELECT min(b.lo), max(b.hi) FROM unnest(CAST(:types AS text[])) AS t(rtype)"
     " CROSS JOIN LATERAL (SELECT min(r.surrogate_id) AS lo, max(r.surrogate_id) AS hi FROM resource r"

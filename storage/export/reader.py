@@ -1,8 +1,9 @@
 """Partition-scoped reads for bulk export: snapshot waits, range sizing, and raw-row streaming.
 
-Export returns the stored bytes: rows stream out of ``COPY (SELECT raw ...) TO STDOUT`` in text format, whose
-lines are the stored JSON followed by a newline, with only COPY's backslash escapes to undo (rows without a
-backslash, most of them, pass through untouched). Nothing is parsed.
+Export returns the stored bytes: rows stream out of ``COPY (SELECT raw ...) TO STDOUT`` in CSV format with a
+quote and a delimiter JSON never holds unescaped (``_COPY_OPTIONS``), so each stored JSON arrives as it is,
+between quote bytes, with nothing to undo but a doubled quote byte (which JSON text cannot contain). Nothing
+is parsed.
 
 Snapshot semantics: an export taken at instant T returns, for every resource of the partition, the version
 that was current at T (the latest version whose ``last_updated`` is at or before T), unless that version is a

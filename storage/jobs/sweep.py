@@ -141,15 +141,6 @@ class SweepOps(JobStoreBase):
             ).all()
         return [JobRef(*row) for row in parts], [JobRef(*row) for row in groups]
 
-    def mark_sent(self, partition: str, group_id: str) -> None:
-        """Record that a group's orchestrate message was sent now."""
-        with self._session(partition) as s:
-            s.execute(
-                update(JobRow)
-                .where(JobRow.id == group_id, JobRow.partition == partition)
-                .values(released_at=func.now())
-            )
-
     def groups_to_advance(self, *, limit: int = 500) -> list[tuple[str, str]]:
         """Return (partition, group id) of groups whose next step is due: finish, fail or settle a cancel."""
         with self._session(None) as s:

@@ -36,11 +36,6 @@ def context_of(type_name: str) -> str:
     return str(_table()["aliases"].get(type_name, type_name))
 
 
-def is_known_context(type_name: str) -> bool:
-    """Return whether ``type_name`` has children in the table (a resource, a complex type, a backbone)."""
-    return context_of(type_name) in _table()["contexts"]
-
-
 def children(type_name: str, name: str) -> list[tuple[str, str]]:
     """Return the (JSON key, FHIR type) pairs a child step ``name`` reads from a value of ``type_name``.
 
