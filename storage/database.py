@@ -63,6 +63,8 @@ class Database:
         self.engine: Engine = make_engine(url, pool_size=pool_size, **self._timeouts)
         self._admin_engine: Engine | None = None
         self._admin_lock = threading.Lock()
+        #: Partition name -> id, as committed (``ResourceRepository.partition_id`` fills it).
+        self.partition_ids: dict[str, int] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int = 5) -> Database:
@@ -87,7 +89,7 @@ class Database:
 
     def unit_of_work(self, partition: str) -> UnitOfWork:
         """Return a unit of work scoped to ``partition``."""
-        return UnitOfWork(self.engine, partition)
+        return UnitOfWork(self.engine, partition, self.partition_ids)
 
     def migrate(
         self,

@@ -11,9 +11,13 @@ transaction with ``allow_long_statements``. Either error reaches the client as 5
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import psycopg
 from psycopg import sql
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session
 
 DEFAULT_STATEMENT_TIMEOUT_SECONDS = 300.0
@@ -36,6 +40,31 @@ def libpq_url(url: str) -> str:
     return sqlalchemy_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+#: A pooled connection idle this long is pinged before it is handed out (a busy pool pings none: a ping on
+#: every checkout was one round trip in six of a read).
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a connection on checkout only when it sat idle in the pool; a dead one is replaced."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi.execute("SELECT 1")
+            dbapi.rollback()
+        except psycopg.Error as exc:
+            # The pool discards this connection and checks out another (SQLAlchemy's pessimistic recipe).
+            raise DisconnectionError(str(exc)) from exc
+
+
 def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
@@ -53,14 +82,15 @@ def make_engine(
         f" -c statement_timeout={_ms(statement_timeout)}"
         f" -c idle_in_transaction_session_timeout={_ms(idle_in_transaction_timeout)}"
     )
-    return create_engine(
+    engine = create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=10,
-        pool_pre_ping=True,
         future=True,
         connect_args={"options": options},
     )
+    _ping_idle_connections(engine)
+    return engine
 
 
 def allow_long_statements(session: Session) -> None:

@@ -59,16 +59,22 @@ def _stored(row: Any) -> StoredVersion:
 class ResourceRepository:
     """Read and write resource versions of one partition."""
 
-    def __init__(self, session: Session, partition: str):
+    def __init__(self, session: Session, partition: str, known_ids: dict[str, int] | None = None):
         self.session = session
         self.partition = partition
-        self._partition_id: int | None = None
+        # The database's cache of committed partition ids (a partition's id never changes and partitions
+        # are never removed; row-level security scopes every row by the name, so an id can never widen it).
+        self._known = known_ids if known_ids is not None else {}
+        self._partition_id: int | None = self._known.get(partition)
 
     def partition_id(self, *, create: bool = False) -> int | None:
         """Return the partition's integer id; create the partition first if ``create`` (writes only)."""
         if self._partition_id is not None:
             return self._partition_id
         found = self.session.scalar(select(PartitionRow.id).where(PartitionRow.name == self.partition))
+        if found is not None:
+            # Seen before this transaction wrote anything: committed, so it can be remembered.
+            self._known[self.partition] = found
         if found is None and create:
             self.session.execute(
                 pg_insert(PartitionRow)

@@ -55,16 +55,17 @@ def _lost_a_race(exc: BaseException | None) -> bool:
 class UnitOfWork:
     """Own one database transaction in one partition; commit explicitly, roll back otherwise."""
 
-    def __init__(self, engine: Engine, partition: str):
+    def __init__(self, engine: Engine, partition: str, known_ids: dict[str, int] | None = None):
         self.engine = engine
         self.partition = partition
+        self._known_ids = known_ids
         self._session: Session | None = None
         self._budget = TransactionBudget(PER_TRANSACTION_SECONDS)
 
     def __enter__(self) -> UnitOfWork:
         self._session = Session(self.engine, expire_on_commit=False)
         event.listen(self._session, "after_begin", self._set_partition)
-        self.resources = ResourceRepository(self._session, self.partition)
+        self.resources = ResourceRepository(self._session, self.partition, self._known_ids)
         return self
 
     def _set_partition(self, _session: Session, _tx: SessionTransaction, connection: Connection) -> Any:

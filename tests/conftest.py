@@ -26,6 +26,7 @@ from harness.services import (
 )
 from harness.tokens import AuthKeys
 from storage import Database
+from storage.audit import flush_all
 from storage.objectstore import S3ObjectStore, object_store_from_settings
 from storage.security import role_url
 from tests.support.http_files import FileServer, file_server
@@ -53,6 +54,7 @@ def database(database_url: str) -> Iterator[Database]:
     """Yield the Database handle of the test run."""
     db = app_database(database_url)
     yield db
+    flush_all()  # the audit events still queued, before the database is dropped
     db.dispose()
 
 

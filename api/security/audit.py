@@ -90,7 +90,7 @@ def record_request(response: Response) -> Response:
             status=response.status_code,
             source_address=request.remote_addr,
         )
-        _log().write_many([event, *_entry_events(event)])
+        _log().submit([event, *_entry_events(event)])
     except Exception:
         log.exception("could not write the audit event of %s %s", request.method, request.path)
     return response

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime, timedelta
 from typing import Any
 
 from harness.tokens import AuthKeys, bearer
+from storage.audit import AuditEvent, AuditLog
 from tests.support.fhir import base, put
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female"}
@@ -207,3 +209,40 @@ def test_each_entry_of_a_bundle_is_its_own_audit_event(secure_client, auth_keys,
     assert by_operation["entry.update"]["outcomeDesc"].startswith("HTTP 201")
     assert by_operation["entry.read"]["outcome"] == "4"
     assert "batch" in by_operation
+
+
+def test_queued_events_are_stored_in_order_with_the_time_they_happened_and_a_refused_one_holds_none_back(
+    database, partition
+):
+    # Given an audit log whose writer runs off the request path
+    audit = AuditLog(database)
+    try:
+        before = datetime.now().astimezone()
+        events = [AuditEvent("read", "success", partition=partition, path=f"/n/{n}") for n in range(50)]
+        # One event the table refuses (a status no integer column holds) among them
+        poison = AuditEvent("read", "success", partition=partition, path="/poison", status=10**12)
+        # When they are submitted (no round trip) and the log is flushed
+        audit.submit(events[:25])
+        audit.submit([poison])
+        audit.submit(events[25:])
+        assert audit.flush(timeout=10)
+        # Then every good event is stored once, in order, stamped when it was submitted
+        stored = [r for r in audit.query(partition=partition, limit=1000) if r.event.path.startswith("/n/")]
+        assert [r.event.path for r in reversed(stored)] == [e.path for e in events]
+        assert all(
+            before - timedelta(seconds=1) <= r.recorded_at <= datetime.now().astimezone() for r in stored
+        )
+        assert not [r for r in audit.query(partition=partition, limit=1000) if r.event.path == "/poison"]
+    finally:
+        audit.dispose()
+
+
+def test_an_event_with_a_nul_character_is_stored_with_a_replacement_character(database, partition):
+    audit = AuditLog(database)
+    try:
+        audit.submit([AuditEvent("read", "failure", partition=partition, path="/Patient/a\x00b")])
+        assert audit.flush(timeout=10)
+        paths = [r.event.path for r in audit.query(partition=partition)]
+        assert paths == ["/Patient/a\ufffdb"]
+    finally:
+        audit.dispose()
