@@ -16,8 +16,8 @@ the same run at the same concurrency:
 - search ``GET /partitions/bench/Patient?name=…`` vs the psycopg lookup — measured only if search answers
   correctly on the seeded data, else reported as not measurable yet;
 - the floor request: ``GET`` of an unknown resource type, answered 404 before any resource lookup — HTTP,
-  the framework, the security hooks and the per-request audit row, which every request pays. (``GET
-  /metadata`` is no floor: its CapabilityStatement is about half a megabyte.)
+  the framework, the security hooks and the per-request audit event (queued for the writer thread), which
+  every request pays. (``GET /metadata`` is no floor: its CapabilityStatement is about half a megabyte.)
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ def report(rows: list[Row], counts: dict[str, int], note: str, rss: int, command
         "of one Python process on the same 2 cores, each with a keep-alive connection.",
         "Baselines, same run and concurrency: the same lookup (or INSERT of the same row) done directly with "
         "psycopg as the same role; and the floor request, `GET` of an unknown resource type (404 before any "
-        "resource lookup): HTTP, the framework, the security hooks and the audit row every request writes.",
+        "resource lookup): HTTP, the framework, the security hooks and the audit event every request queues.",
         "Reading it: p50 / psycopg is what HTTP, the framework, the unit of work and the security hooks add "
         "to the bare lookup; p50 / floor is what the operation costs beyond a request that does no resource "
         "work. Gunicorn serves 8 requests at a time, so at 32 clients most of the latency is queueing.",

@@ -65,6 +65,31 @@ def _ping_idle_connections(engine: Engine) -> None:
             raise DisconnectionError(str(exc)) from exc
 
 
+def begin_in_partition(dbapi: Any, partition: str) -> bool:
+    """Begin the transaction and set its partition in one round trip; False when the caller must do it.
+
+    psycopg sends ``BEGIN`` on its own before a transaction's first statement, a round trip of its own
+    before the partition setting's. When the connection has no transaction open and starts its
+    transactions with a plain ``BEGIN`` (no isolation level, read-only or deferrable option, not
+    autocommit), both go in one simple-protocol message; psycopg then finds the transaction open (it reads
+    the state from libpq) and sends no ``BEGIN`` of its own. The name is quoted as a literal by psycopg.
+    """
+    if not isinstance(dbapi, psycopg.Connection) or dbapi.autocommit:
+        return False
+    if (dbapi.isolation_level, dbapi.read_only, dbapi.deferrable) != (None, None, None):
+        return False
+    if dbapi.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    literal = sql.Literal(partition).as_bytes(dbapi)
+    result = dbapi.pgconn.exec_(b"BEGIN; SELECT set_config('bulkhead.partition', " + literal + b", true)")
+    if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+        message = result.error_message.decode("utf-8", "replace")
+        if dbapi.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            dbapi.pgconn.exec_(b"ROLLBACK")
+        raise psycopg.OperationalError(f"could not begin a transaction in the partition: {message}")
+    return True
+
+
 def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from core.errors import Conflict, ServiceUnavailable
 from core.fhirpath_guard import TransactionBudget
 from core.fhirpath_limits import PER_TRANSACTION_SECONDS
+from storage.db import begin_in_partition
 from storage.repository import ResourceRepository
 
 # Deadlock, serialization failure and lock timeout: the transaction lost a race with another one and can
@@ -69,8 +70,12 @@ class UnitOfWork:
         return self
 
     def _set_partition(self, _session: Session, _tx: SessionTransaction, connection: Connection) -> Any:
-        """Scope each transaction to the partition as it begins (``set_config`` local to the transaction)."""
-        connection.execute(text("SELECT set_config('bulkhead.partition', :p, true)"), {"p": self.partition})
+        """Scope each transaction to the partition as it begins (``set_config`` local to the transaction),
+        in the same round trip as its ``BEGIN`` where the connection allows (``begin_in_partition``)."""
+        if not begin_in_partition(connection.connection.dbapi_connection, self.partition):
+            connection.execute(
+                text("SELECT set_config('bulkhead.partition', :p, true)"), {"p": self.partition}
+            )
         self._budget.start()
 
     @property

@@ -60,11 +60,30 @@ def test_a_busy_pool_sends_no_ping_and_a_known_partition_costs_no_lookup(
         # When the partition is read again right away
         with db.unit_of_work(partition) as uow:
             uow.resources.current("Patient", "x")
-        # Then the transaction sends its partition setting and the read, nothing else
-        assert len(seen) == 2, seen
-        assert "set_config" in seen[0]
-        assert "FROM resource" in seen[1]
+        # Then the read is the only statement: the partition setting went with the BEGIN, and no ping
+        assert len(seen) == 1, seen
+        assert "FROM resource" in seen[0]
         assert PING_AFTER_IDLE_SECONDS > 0.5
+    finally:
+        db.dispose()
+
+
+_SETTING = "SELECT current_setting('bulkhead.partition', true)"
+
+
+def test_the_partition_set_with_the_begin_scopes_the_transaction_and_ends_with_it(
+    database_url: str, partition: str
+) -> None:
+    db = app_database(database_url)
+    try:
+        with db.unit_of_work(partition) as uow:
+            assert uow.session.connection().exec_driver_sql(_SETTING).scalar() == partition
+            uow.commit()
+            # The next transaction of the same unit of work is scoped again
+            assert uow.session.connection().exec_driver_sql(_SETTING).scalar() == partition
+        # And a connection outside a unit of work carries no partition
+        with db.engine.connect() as plain:
+            assert plain.exec_driver_sql(_SETTING).scalar() in ("", None)
     finally:
         db.dispose()
 
