@@ -58,6 +58,8 @@ class Settings:
     job_expiry_hours: int = 24
     # Job machinery (see docs/architecture.md "Job machinery" and docs/operations.md).
     queue_namespace: str = "bulkhead"
+    # Idle Redis consumers wait for a published wake-up (workers/wake.py); false: they poll every 200 ms.
+    redis_wake: bool = True
     job_modules: str = ""
     job_sweep_seconds: float = 5.0
     job_retry_backoff_seconds: float = 2.0

@@ -75,6 +75,8 @@ _insert_target = Table(
 _LOGS: weakref.WeakSet[AuditLog] = weakref.WeakSet()
 #: How long the writer lets events gather before it writes them (at most).
 FLUSH_SECONDS = 0.02
+#: Seconds a writer thread with nothing to write waits before it ends.
+WRITER_IDLE_SECONDS = 1.0
 #: Events kept in memory at most while the database does not take them (older ones are dropped and logged).
 MAX_PENDING = 100_000
 
@@ -186,8 +188,6 @@ class AuditLog:
             self._cond.notify_all()
 
     def _start_writer(self) -> None:
-        if self._writer is None:
-            atexit.register(self.flush, 3.0)
         if self._writer is None or not self._writer.is_alive():
             self._writer = threading.Thread(target=self._write_loop, name="bulkhead-audit", daemon=True)
             self._writer.start()
@@ -196,9 +196,12 @@ class AuditLog:
         backoff = FLUSH_SECONDS
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if not self._pending and self._closed:
+                if not self._pending and not self._closed:
+                    self._cond.wait(WRITER_IDLE_SECONDS)
+                if not self._pending:
+                    # Idle (or closed): the thread ends, so that it never keeps an unused log (and its
+                    # connections) alive; the next submit starts another.
+                    self._writer = None
                     return
             time.sleep(FLUSH_SECONDS)  # let a batch gather
             with self._cond:
@@ -291,5 +294,11 @@ class AuditLog:
 
 
 def flush_all(timeout: float = 10.0) -> bool:
-    """Store what every audit log of the process has queued (before its database goes away)."""
-    return all([log_.flush(timeout) for log_ in list(_LOGS)])
+    """Store what every audit log of the process has queued (before its database goes away), waiting
+    ``timeout`` seconds at most in all."""
+    deadline = time.monotonic() + timeout
+    return all([log_.flush(max(0.0, deadline - time.monotonic())) for log_ in list(_LOGS)])
+
+
+#: At exit, what is queued is stored: a few seconds at most, for every audit log of the process together.
+atexit.register(flush_all, 3.0)

@@ -23,6 +23,7 @@ from dramatiq.middleware import Middleware, Retries, ShutdownNotifications, Time
 from core.errors import ServiceUnavailable
 from core.settings import Settings
 from workers.registry import queue_for
+from workers.wake import REDIS_POLL_MS, WakingRedisBroker
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +93,9 @@ def job_middleware(settings: Settings) -> list[Middleware]:
     ]
 
 
-#: Milliseconds an idle Redis consumer waits between polls of its queue. Dramatiq's default worker timeout
-#: (1 s) adds up to a second to the start of every job, which a small job of one tenant next to another
-#: tenant's large one feels most; RabbitMQ pushes messages and needs no such bound.
-REDIS_POLL_MS = 200
-
-
 class _PromptRedisBroker(RedisBroker):
-    """A Redis broker whose consumers poll an idle queue every ``REDIS_POLL_MS`` at most."""
+    """A Redis broker whose idle consumers poll their queue every ``REDIS_POLL_MS``
+    (``BULKHEAD_REDIS_WAKE=0``: for a Redis where publish/subscribe is not allowed)."""
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         return super().consume(queue_name, prefetch, min(timeout, REDIS_POLL_MS))
@@ -120,9 +116,8 @@ def make_broker(settings: Settings, *, middleware: list[Middleware] | None = Non
         raise ServiceUnavailable(
             "No message broker is configured: set BULKHEAD_REDIS_URL (or BULKHEAD_BROKER_URL)"
         )
-    return _PromptRedisBroker(  # type: ignore[no-untyped-call]
-        url=url, namespace=settings.queue_namespace, middleware=chosen
-    )
+    kind = WakingRedisBroker if settings.redis_wake else _PromptRedisBroker
+    return kind(url=url, namespace=settings.queue_namespace, middleware=chosen)
 
 
 class MessageSender(Protocol):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import secrets
+import time
+import weakref
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -246,3 +249,15 @@ def test_an_event_with_a_nul_character_is_stored_with_a_replacement_character(da
         assert paths == ["/Patient/a\ufffdb"]
     finally:
         audit.dispose()
+
+
+def test_an_idle_writer_ends_and_keeps_no_unused_log_alive(database, partition):
+    audit = AuditLog(database)
+    audit.submit([AuditEvent("read", "success", partition=partition, path="/gone")])
+    assert audit.flush(timeout=10)
+    time.sleep(1.5)  # the writer ends once idle
+    ref = weakref.ref(audit)
+    del audit
+    gc.collect()
+    # Then nothing holds the log (nor its pooled connections) any more
+    assert ref() is None
