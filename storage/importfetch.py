@@ -81,8 +81,10 @@ def _connect(host: str, port: int, timeout: Any, source_address: Any, options: A
     raise last or OSError(f"{host} has no address")
 
 
-class _GuardedHTTPConnection(HTTPConnection):
-    def _new_conn(self) -> socket.socket:
+class _Guarded:
+    """Connect only to public addresses (``_connect``); a refused one raises ``AddressRefused``."""
+
+    def _new_conn(self: Any) -> socket.socket:
         try:
             return _connect(self._dns_host, self.port, self.timeout, self.source_address, self.socket_options)
         except AddressRefused:
@@ -91,14 +93,12 @@ class _GuardedHTTPConnection(HTTPConnection):
             raise NewConnectionError(self, "connection failed") from exc
 
 
-class _GuardedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        try:
-            return _connect(self._dns_host, self.port, self.timeout, self.source_address, self.socket_options)
-        except AddressRefused:
-            raise
-        except OSError as exc:
-            raise NewConnectionError(self, "connection failed") from exc
+class _GuardedHTTPConnection(_Guarded, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_Guarded, HTTPSConnection):
+    pass
 
 
 class _GuardedHTTPPool(HTTPConnectionPool):

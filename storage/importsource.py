@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import requests
 
@@ -165,26 +165,21 @@ class HttpSource:
             raise unreadable(self.index, NOT_NDJSON)
         return response
 
-    def _get(self, headers: dict[str, str]) -> requests.Response:
+    def _request(self, method: str, headers: dict[str, str], **options: Any) -> requests.Response:
+        """Send one request: a refused address or redirect is "not allowed", another failure "unreachable"."""
         try:
-            return self.session.get(self.url, headers=headers, timeout=_TIMEOUT, stream=True)
-        except AddressRefused:
-            raise unreadable(self.index, NOT_ALLOWED) from None
-        except requests.TooManyRedirects:
+            return self.session.request(method, self.url, headers=headers, timeout=_TIMEOUT, **options)
+        except (AddressRefused, requests.TooManyRedirects):
             raise unreadable(self.index, NOT_ALLOWED) from None
         except (requests.RequestException, ValueError):
             raise unreachable(self.index) from None
 
+    def _get(self, headers: dict[str, str]) -> requests.Response:
+        return self._request("GET", headers, stream=True)
+
     def head(self) -> ObjectInfo | None:
         """Return the size and entity tag (from HEAD, or a one-byte GET), or None when it is missing."""
-        try:
-            resp = self.session.head(self.url, headers=self.headers, timeout=_TIMEOUT, allow_redirects=True)
-        except AddressRefused:
-            raise unreadable(self.index, NOT_ALLOWED) from None
-        except requests.TooManyRedirects:
-            raise unreadable(self.index, NOT_ALLOWED) from None
-        except (requests.RequestException, ValueError):
-            raise unreachable(self.index) from None
+        resp = self._request("HEAD", self.headers, allow_redirects=True)
         if resp.status_code in (404, 410):
             return None
         length = resp.headers.get("Content-Length")

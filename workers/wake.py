@@ -5,7 +5,8 @@ Redis: with ten queues and their delay queues, an idle worker process made about
 Here a sender publishes the queue's name on ``<namespace>:wake`` after each enqueue (``WakingRedisBroker``),
 one listener thread per process holds a subscription to it (a blocking read: no CPU while idle), and an idle
 consumer waits for its queue's name, or for ``IDLE_WAIT_SECONDS`` at most: the bound covers a message
-enqueued by a sender that does not publish, and a subscription lost while Redis restarts.
+enqueued by a sender that does not publish, and a subscription lost while Redis restarts. It waits in slices
+of ``WAIT_SLICE_SECONDS`` (without asking Redis between them), so that a worker told to stop is not kept.
 
 A consumer that still holds messages (being processed, or delayed ones waiting for their time) keeps
 polling every ``REDIS_POLL_MS``: Dramatiq acknowledges finished messages and releases delayed ones between
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 REDIS_POLL_MS = 200
 #: Seconds an idle consumer waits for a wake-up before it looks at its queue anyway.
 IDLE_WAIT_SECONDS = 5.0
+#: Seconds of one wait: between two, Dramatiq's consumer loop sees a shutdown (no Redis call is made).
+WAIT_SLICE_SECONDS = 0.5
 
 
 class Waker:
@@ -97,6 +100,8 @@ class WakingConsumer(_RedisConsumer):
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int):
         super().__init__(broker, queue_name, prefetch, min(timeout, REDIS_POLL_MS))  # type: ignore[no-untyped-call]
         self.waker: Waker = broker.waker
+        self._looked_at = 0.0  # when the queue was last fetched from
+        self._looked_seen = -1  # the wake-ups counted then
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -110,6 +115,16 @@ class WakingConsumer(_RedisConsumer):
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
                 seen = self.waker.seen(self.queue_name)
+                idle = not self.outstanding_message_count
+                waited = time.monotonic() - self._looked_at
+                if idle and seen == self._looked_seen and waited < IDLE_WAIT_SECONDS:
+                    # Nothing new since the last look: wait a slice (Dramatiq's loop then checks for a
+                    # shutdown and comes back) without asking Redis.
+                    self.waker.wait(
+                        self.queue_name, seen, min(WAIT_SLICE_SECONDS, IDLE_WAIT_SECONDS - waited)
+                    )
+                    return None
+                self._looked_at, self._looked_seen = time.monotonic(), seen
                 messages = []
                 if self.outstanding_message_count < self.prefetch:
                     self.message_cache = messages = self.broker.do_fetch(
@@ -117,12 +132,12 @@ class WakingConsumer(_RedisConsumer):
                     )
                 if messages:
                     continue
-                if self.outstanding_message_count:
+                if not idle:
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
                     time.sleep(backoff_ms / 1000)
                 else:
                     self.misses = 0
-                    self.waker.wait(self.queue_name, seen, IDLE_WAIT_SECONDS)
+                    self.waker.wait(self.queue_name, seen, WAIT_SLICE_SECONDS)
                 return None
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
@@ -151,4 +166,11 @@ class WakingRedisBroker(RedisBroker):
         return sent
 
 
-__all__ = ["IDLE_WAIT_SECONDS", "REDIS_POLL_MS", "Waker", "WakingConsumer", "WakingRedisBroker"]
+__all__ = [
+    "IDLE_WAIT_SECONDS",
+    "REDIS_POLL_MS",
+    "WAIT_SLICE_SECONDS",
+    "Waker",
+    "WakingConsumer",
+    "WakingRedisBroker",
+]
