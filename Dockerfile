@@ -25,4 +25,4 @@ USER bulkhead
 WORKDIR /var/lib/bulkhead
 EXPOSE 8080
 CMD ["gunicorn", "--bind", "0.0.0.0:8080", "--worker-class", "gthread", "--workers", "2", "--threads", "4", \
-     "--graceful-timeout", "10", "--timeout", "120", "--access-logfile", "-", "api.wsgi:app()"]
+     "--graceful-timeout", "10", "--timeout", "120", "--keep-alive", "15", "--access-logfile", "-", "api.wsgi:app()"]

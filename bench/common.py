@@ -78,6 +78,8 @@ def gunicorn_argv(port: int, *, workers: int = 2, threads: int = 4) -> list[str]
         "-",
         "--graceful-timeout",
         "10",
+        "--keep-alive",
+        "15",
         *extras,
         "api.wsgi:app()",
     ]

@@ -103,6 +103,13 @@ class WakingConsumer(_RedisConsumer):
         self._looked_at = 0.0  # when the queue was last fetched from
         self._looked_seen = -1  # the wake-ups counted then
 
+    def requeue(self, messages: Any) -> None:
+        """Put messages back (a stopping worker's) and wake the consumers that can take them now."""
+        held = list(messages)
+        super().requeue(held)  # type: ignore[no-untyped-call]
+        if held:
+            self.broker.publish_wake(self.queue_name)
+
     def __next__(self) -> MessageProxy | None:
         try:
             while True:
@@ -154,7 +161,11 @@ class WakingRedisBroker(RedisBroker):
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         sent: Message[Any] = super().enqueue(message, delay=delay)
-        queue = dq_name(message.queue_name) if delay is not None else message.queue_name
+        self.publish_wake(dq_name(message.queue_name) if delay is not None else message.queue_name)
+        return sent
+
+    def publish_wake(self, queue: str) -> None:
+        """Tell every process's consumers of ``queue`` that it holds a message."""
         try:
             self.client.publish(self.waker.channel, queue)
         except redis.RedisError:
@@ -163,7 +174,6 @@ class WakingRedisBroker(RedisBroker):
                 queue,
                 IDLE_WAIT_SECONDS,
             )
-        return sent
 
 
 __all__ = [

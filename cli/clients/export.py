@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import requests
 from tqdm import tqdm
 
+from cli.clients.http import jittered, retrying_session
+
 _FRACTION = re.compile(r"(\d+)\s*(?:/|of)\s*(\d+)")
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 
@@ -66,7 +68,7 @@ class BulkExportClient:
 
     def __init__(self, req: ExportRequest, session: requests.Session | None = None):
         self.req = req
-        self.session = session or requests.Session()
+        self.session = session or retrying_session()
         self.base = req.base.rstrip("/")
         self.headers = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
         if req.token:
@@ -118,11 +120,11 @@ class BulkExportClient:
                 on_progress(response.headers.get("X-Progress", ""))
                 retry = response.headers.get("Retry-After", "")
                 delay = float(retry) if retry.isdigit() else min(delay * 1.5, self.req.poll_max_seconds)
-                time.sleep(min(max(delay, 0.2), self.req.poll_max_seconds))
+                time.sleep(jittered(min(max(delay, 0.2), self.req.poll_max_seconds)))
                 continue
             if response.status_code == 429:
                 retry = response.headers.get("Retry-After", "")
-                time.sleep(float(retry) if retry.isdigit() else 5.0)
+                time.sleep(jittered(float(retry) if retry.isdigit() else 5.0))
                 continue
             raise ExportFailed(f"export failed ({response.status_code}): {_outcome_text(response)}")
 

@@ -20,6 +20,7 @@ import requests
 from tqdm import tqdm
 
 from cli.clients.export import progress_fraction
+from cli.clients.http import jittered, retrying_session
 from cli.serve.runtime_file import with_running_serve
 from core.errors import BulkheadError
 from core.partition import DEFAULT_PARTITION, validate_partition_name
@@ -90,7 +91,7 @@ class BulkImportClient:
 
     def __init__(self, req: ImportRequest, session: requests.Session | None = None):
         self.req = req
-        self.session = session or requests.Session()
+        self.session = session or retrying_session()
         self.base = req.base.rstrip("/")
         self.headers = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
         if req.token:
@@ -163,7 +164,7 @@ class BulkImportClient:
                 if response.status_code == 202:
                     on_progress(response.headers.get("X-Progress", ""))
                 retry = response.headers.get("Retry-After", "")
-                time.sleep(min(float(retry) if retry.isdigit() else 1.0, self.req.poll_max_seconds))
+                time.sleep(jittered(min(float(retry) if retry.isdigit() else 1.0, self.req.poll_max_seconds)))
                 continue
             raise ImportFailed(f"import failed ({response.status_code}): {_outcome(response)}")
 

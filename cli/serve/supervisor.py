@@ -56,6 +56,8 @@ from storage import Database
 log = logging.getLogger("bulkhead.serve")
 
 _RESTART_LIMIT = 5
+#: Seconds gunicorn keeps an idle client connection open: longer than any Retry-After the API sends.
+KEEP_ALIVE_SECONDS = 15
 _RESTART_WINDOW = 60.0
 
 
@@ -271,6 +273,10 @@ class Supervisor:
             "10",
             "--timeout",
             "120",
+            # Longer than any Retry-After the API sends, so that a client polling as told finds its
+            # connection still open (gunicorn's default, 2 s, closed it as the client came back).
+            "--keep-alive",
+            str(KEEP_ALIVE_SECONDS),
             *gunicorn_extras(),
             "api.wsgi:app()",
         ]

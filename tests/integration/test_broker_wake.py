@@ -97,3 +97,28 @@ def test_a_message_sent_without_a_wake_up_is_still_found_within_the_idle_bound(
         message = next(consumer)
     assert message is not None
     consumer.ack(message)
+
+
+def test_a_message_put_back_by_a_stopping_consumer_wakes_the_others(broker: WakingRedisBroker) -> None:
+    holder, waiter = broker.consume("work"), broker.consume("work")
+    next(waiter)  # the subscription starts
+    broker.enqueue(dramatiq.Message(queue_name="work", actor_name="a", args=(), kwargs={}, options={}))
+    held = None
+    while held is None:
+        held = next(holder)
+    got: list[float] = []
+
+    def take() -> None:
+        while not got:
+            message = next(waiter)
+            if message is not None:
+                got.append(time.monotonic())
+                waiter.ack(message)
+
+    taker = threading.Thread(target=take)
+    taker.start()
+    time.sleep(0.3)
+    put_back = time.monotonic()
+    holder.requeue([held])
+    taker.join(timeout=IDLE_WAIT_SECONDS + 2)
+    assert got and got[0] - put_back < 0.1, got
